@@ -1,0 +1,1 @@
+"""One module per ``labctl`` subcommand (see ``labctl.cli.COMMANDS``)."""
