@@ -7,6 +7,7 @@ default). See DESIGN §4 and docs/bench-config.md.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import tomllib
@@ -148,6 +149,9 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_ROOT = "(top level)"
+
+
 class _Table:
     """Reads keys out of one TOML table, recording which keys were used."""
 
@@ -171,7 +175,11 @@ class _Table:
         self.seen.add(key)
         if key not in self.data:
             if default is ...:
-                self.fail(f"missing required key (expected {expected})", key)
+                hint = ""
+                typos = difflib.get_close_matches(key, [k for k in self.data if isinstance(k, str)], n=1, cutoff=0.6)
+                if typos and typos[0] not in self.seen:
+                    hint = f"; found unknown key {typos[0]!r} (a typo?)"
+                self.fail(f"missing required key (expected {expected}){hint}", key)
             return default
         value = self.data[key]
         try:
@@ -183,7 +191,8 @@ class _Table:
         self.seen.add(key)
         if key not in self.data:
             return None
-        return _Table(self.data[key], f"{self.where}.{key}", self.file)
+        where = key if self.where == _ROOT else f"{self.where}.{key}"
+        return _Table(self.data[key], where, self.file)
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
@@ -382,7 +391,7 @@ def _camera(t: _Table) -> CameraConfig:
 
 
 def _parse(data: dict[str, Any], path: Path, sha: str) -> BenchConfig:
-    root = _Table(data, "(top level)", path)
+    root = _Table(data, _ROOT, path)
     bench = root.sub("bench")
     if bench is None:
         root.fail("missing required table [bench]")
