@@ -243,13 +243,8 @@ class BenchServer:
 
     @staticmethod
     def _split(msg: list[Any]) -> tuple[list[bytes], list[Any]]:
-        """(routing envelope, message frames). A REQ peer adds an empty delimiter frame, echoed back."""
-        envelope = [msg[0].bytes]
-        rest = msg[1:]
-        if len(rest) >= 2 and len(rest[0]) == 0:
-            envelope.append(b"")
-            rest = rest[1:]
-        return envelope, rest
+        """(routing envelope, message frames). Clients are DEALER sockets: no empty delimiter frame."""
+        return [msg[0].bytes], msg[1:]
 
     def _wake(self) -> None:
         with self._wake_lock:

@@ -1,0 +1,49 @@
+"""``labctl serve``: own the bench's devices and answer the bench protocol until stopped."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from labctl.config import load_bench
+from labctl.options import DEFAULT_ENDPOINT, bench_option
+from labctl.server.security import check_bind, load_server_keys
+
+
+@click.command(help="Run the bench server that owns the devices (loopback only unless --keys or --insecure).")
+@bench_option()
+@click.option("--bind", "bind", metavar="ADDR", default=DEFAULT_ENDPOINT, show_default=True,
+              help="Address to listen on. A non-loopback address needs --keys (or --insecure).")
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="CURVE key directory from `labctl keys generate`: encrypt, and accept only authorized clients.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without keys (prints a warning).")
+def serve(bench: str, bind: str, keys_dir: Path | None, insecure: bool) -> None:
+    # Every check that can refuse comes before any device is opened or any port bound.
+    keys = load_server_keys(keys_dir) if keys_dir is not None else None
+    warning = check_bind(bind, keys, insecure)
+    if warning:
+        click.echo(warning, err=True)
+    cfg = load_bench(bench)
+
+    from labctl.bench import open_bench
+    from labctl.server import BenchServer
+
+    with open_bench(cfg) as devices:
+        server = BenchServer(devices, bind=bind, bench_name=cfg.name, keys=keys)
+        previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            endpoint = server.open()
+            secured = "CURVE, authorized keys only" if keys else "no encryption"
+            click.echo(f"labctl serve: bench {cfg.name!r} on {endpoint} ({secured}); server {server.server_id}; "
+                       "Ctrl-C to stop", err=True)
+            server.serve_forever()
+        finally:
+            outcome = server.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if "error" in outcome:
+        click.echo(f"labctl serve: stopped, but: {outcome['error']}", err=True)
+    else:
+        click.echo("labctl serve: stopped; SLMs blank, shutter closed", err=True)
