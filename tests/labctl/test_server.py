@@ -240,3 +240,99 @@ def test_client_times_out_with_bench_unreachable():
         with pytest.raises(BenchUnreachable, match="within 0.3 s"):
             c.ping()
     assert time.monotonic() - t0 < 2
+
+
+# ---------------------------------------------------------------------------
+# The command line, against the shipped simulated bench
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(endpoint: str, proc, limit_s: float = 60.0) -> dict:
+    from labctl.errors import BenchUnreachable
+
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            with BenchClient(endpoint, timeout_s=0.5, retries=0) as c:
+                return c.hello()
+        except BenchUnreachable:
+            time.sleep(0.2)
+    raise AssertionError(f"labctl serve did not answer within {limit_s} s")
+
+
+def test_serve_sim_end_to_end_and_sigterm_leaves_the_bench_safe(capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from labctl.cli import main
+
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "serve", "--bench", "sim", "--bind", endpoint],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        hello = _wait_ready(endpoint, proc)
+        assert hello["bench"] == "sim" and hello["devices"]["input_slm"] == "slm0"
+        rows, cols = hello["devices"]["slms"]["slm0"]["shape"]
+        with BenchClient(endpoint, timeout_s=30) as c:
+            c.acquire_lease()
+            c.set_laser(True)
+            c.set_shutter(True)
+            frame = c.grab()
+            assert frame.data.dtype == np.float32 and frame.data.ndim == 2
+            maps = np.zeros((3, rows, cols), np.uint8)
+            maps[1, rows // 4: 3 * rows // 4, cols // 4: 3 * cols // 4] = 255  # a bright square vs. dark inputs
+            h, w = frame.data.shape
+            job = c.run(maps, regions=[[0, 0, h, w]], blank_after=True)
+            c.wait_job(job, timeout_s=60)
+            records, _ = c.job_records(job)
+            totals = [r["scores"][0] for r in records]
+            # inputs 0 and 2 are the same map (they differ by camera noise only); input 1 changes the light
+            assert abs(totals[1] - totals[0]) > 20 * abs(totals[2] - totals[0])
+            assert main(["status", "--endpoint", endpoint]) == 0
+            out = capsys.readouterr().out
+            assert f"held by {c.name}" in out and "done" in out and "SLM slm3" in out
+            devs = c.devices()
+            assert devs["shutter"]["open"] is True or devs["shutter"].get("is_open") is True
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "SLMs blank, shutter closed" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_status_of_an_unreachable_server_is_one_line_and_exit_4(capsys):
+    from labctl.cli import main
+
+    t0 = time.monotonic()
+    assert main(["status", "--endpoint", f"tcp://127.0.0.1:{_free_port()}", "--timeout", "0.5"]) == 4
+    assert time.monotonic() - t0 < 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no answer from the bench server" in err
+
+
+def test_status_command_shows_lease_and_jobs(server, client, capsys):
+    from labctl.cli import main
+
+    client.acquire_lease()
+    job = client.run(_maps(2), regions=[[0, 0, 2, 2]])
+    client.wait_job(job, timeout_s=5)
+    assert main(["status", "--endpoint", server.endpoint]) == 0
+    out = capsys.readouterr().out
+    assert f"held by {client.name}" in out and job in out and "2/2" in out and "SLM l2" in out
+    assert main(["status", "--endpoint", server.endpoint, "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"]["jobs"][0]["job"] == job

@@ -181,3 +181,30 @@ def test_client_killed_mid_job(server, bench):
         assert c.acquire_lease()["holder"] == c.name  # the dead client's lease ran out
         records, _ = c.job_records(job)
         assert len(records) == 30
+
+
+def test_sim_camera_fault_mid_run_fails_the_job_and_the_next_job_works():
+    """The same, on the shipped simulated bench with its own fault injection."""
+    from labctl.bench import open_bench
+    from labctl.config import load_bench
+
+    with open_bench(load_bench("sim")) as devices:
+        srv = start_server(devices)
+        try:
+            with BenchClient(srv.endpoint, timeout_s=30) as c:
+                c.acquire_lease()
+                rows, cols = devices.input_slm.shape
+                h, w = devices.camera.shape
+                maps = np.zeros((6, rows, cols), np.uint8)
+                c.grab()  # first grab pays for building the propagation kernels
+                devices.camera.inject_grab_error(count=1)
+                job = c.run(maps, regions=[[0, 0, h, w]])
+                with pytest.raises(Exception) as e:
+                    c.wait_job(job, timeout_s=30)
+                assert e.value.code == DEVICE_ERROR and "injected fault" in str(e.value)
+                assert c.job_status(job)["state"] == "failed"
+                job2 = c.run(maps, regions=[[0, 0, h, w]])
+                assert c.wait_job(job2, timeout_s=30)["done"] == 6
+                assert c.ping() < 1
+        finally:
+            srv.close()
