@@ -1,9 +1,32 @@
-"""HDMI SLMs: an SLM is a monitor; maps are shown full-screen, pixel-exact."""
+"""HDMI SLMs: an SLM is a monitor; maps are shown full-screen, pixel-exact.
+
+The window is an OpenCV window sized by its image (``WINDOW_AUTOSIZE``: one image
+pixel is one screen pixel; ``WINDOW_NORMAL`` would let Qt scale the image) with
+no toolbar (``WINDOW_GUI_NORMAL``), moved to the monitor's origin and asked to go
+full-screen so a window manager drops its decorations. Its geometry is checked
+against the monitor's before the first map and after every map: a window that
+is not exactly the monitor is refused, never papered over. 8-bit gray is
+replicated to the three colour channels.
+
+OpenCV's Qt GUI aborts the whole process when it cannot reach a display, so
+``display_available`` is checked before any GUI call. HighGUI windows belong to
+the thread that created them: use one HdmiSlm from one thread.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.errors import DeviceError
+from drivers.slm import Slm
+
+# How long the window system may take to map and place the window.
+_PLACE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -19,9 +42,40 @@ class MonitorInfo:
     is_primary: bool
 
 
+def _x_display_reachable(display: str) -> bool:
+    """True when the X server named by ``display`` (e.g. ``:0``, ``host:1.0``) accepts a connection."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return False
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in ("\0" + path, path):  # abstract socket first, like libxcb
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(1.0)
+            try:
+                s.connect(address)
+                return True
+            except OSError:
+                continue
+            finally:
+                s.close()
+        return False
+    try:
+        with socket.create_connection((host, 6000 + int(number)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def display_available() -> bool:
-    """True when an X11/Wayland display is reachable (checked before any GUI call)."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """True when an X display is reachable (checked before any GUI call).
+
+    OpenCV's Qt build talks X11 (xcb); on a Wayland session XWayland provides the
+    X display through ``$DISPLAY``.
+    """
+    display = os.environ.get("DISPLAY", "")
+    return bool(display) and _x_display_reachable(display)
 
 
 def list_monitors() -> list[MonitorInfo]:
@@ -38,3 +92,113 @@ def list_monitors() -> list[MonitorInfo]:
         MonitorInfo(i, m.name or f"monitor{i}", m.x, m.y, m.width, m.height, bool(m.is_primary))
         for i, m in enumerate(monitors)
     ]
+
+
+def find_monitor(monitor: int | str) -> MonitorInfo:
+    """The monitor with this screeninfo index or name; DeviceError listing the others if absent."""
+    monitors = list_monitors()
+    if not monitors:
+        raise DeviceError(f"monitor {monitor!r}: no monitors found on display {os.environ.get('DISPLAY')!r}")
+    for m in monitors:
+        if (isinstance(monitor, int) and m.index == monitor) or (isinstance(monitor, str) and m.name == monitor):
+            return m
+    found = "; ".join(f"[{m.index}] {m.name} {m.width}x{m.height} at ({m.x}, {m.y})" for m in monitors)
+    raise DeviceError(f"monitor {monitor!r} not found; monitors here: {found}")
+
+
+class HdmiSlm(Slm):
+    """An SLM driven as a monitor (``monitor``: screeninfo index or name).
+
+    ``screen_shape`` (rows, cols) must equal the monitor's resolution: the bench file
+    states what the SLM is, and a different monitor on that output is refused.
+    """
+
+    driver_name = "hdmi"
+
+    def __init__(self, name: str, monitor: int | str, roi: tuple[int, int, int, int], screen_shape: tuple[int, int],
+                 pitch_m: float, settle_s: float = 0.1):
+        super().__init__(name, roi, screen_shape, pitch_m, settle_s)
+        self.monitor = monitor
+        self._window = f"labctl-slm-{name}"
+        self._screen: np.ndarray | None = None
+        self._placed: MonitorInfo | None = None
+
+    def _where(self) -> str:
+        return f"SLM {self.name!r} (monitor {self.monitor!r})"
+
+    def _open_hw(self) -> None:
+        if not display_available():
+            raise DeviceError(
+                f"{self._where()}: no X display reachable (DISPLAY={os.environ.get('DISPLAY', '')!r}); "
+                "HDMI SLMs need a graphical session"
+            )
+        m = find_monitor(self.monitor)
+        rows, cols = self.screen_shape
+        if (m.height, m.width) != (rows, cols):
+            raise DeviceError(
+                f"{self._where()}: monitor {m.name!r} is {m.width}x{m.height} but the bench says the SLM is "
+                f"{cols}x{rows}; wrong monitor or wrong resolution setting"
+            )
+        import cv2
+
+        self._screen = np.zeros((rows, cols, 3), dtype=np.uint8)
+        cv2.namedWindow(self._window, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        try:
+            cv2.moveWindow(self._window, m.x, m.y)
+            cv2.setWindowProperty(self._window, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+            cv2.imshow(self._window, self._screen)
+            deadline = time.monotonic() + _PLACE_TIMEOUT_S
+            want = (m.x, m.y, m.width, m.height)
+            rect = None
+            while time.monotonic() < deadline:
+                cv2.waitKey(10)
+                rect = tuple(cv2.getWindowImageRect(self._window))
+                if rect == want:
+                    break
+                cv2.moveWindow(self._window, m.x, m.y)
+            if rect != want:
+                raise DeviceError(
+                    f"{self._where()}: window geometry {list(rect or ())} (x, y, w, h) is not the monitor's "
+                    f"{list(want)}; refusing to show maps that would be offset or scaled"
+                )
+        except BaseException:
+            self._close_hw()
+            raise
+        self._placed = m
+
+    def _close_hw(self) -> None:
+        if self._screen is None:
+            return
+        import cv2
+
+        try:
+            cv2.destroyWindow(self._window)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+        self._screen = None
+        self._placed = None
+
+    def _write_hw(self, gray: np.ndarray) -> None:
+        import cv2
+
+        assert self._screen is not None and self._placed is not None
+        x, y, w, h = self.roi
+        self._screen[y : y + h, x : x + w, :] = gray[:, :, None]
+        cv2.imshow(self._window, self._screen)
+        cv2.waitKey(1)  # lets Qt paint now, not at some later event-loop turn
+        m = self._placed
+        rect = tuple(cv2.getWindowImageRect(self._window))
+        if rect != (m.x, m.y, m.width, m.height):
+            raise DeviceError(
+                f"{self._where()}: window moved or resized to {list(rect)} (x, y, w, h), expected "
+                f"{[m.x, m.y, m.width, m.height]}; the map on screen cannot be trusted"
+            )
+
+    def status(self) -> dict:
+        s = super().status()
+        s["monitor"] = self.monitor
+        if self._placed is not None:
+            m = self._placed
+            s["monitor_geometry"] = [m.x, m.y, m.width, m.height]
+        return s
