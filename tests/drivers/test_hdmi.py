@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,16 @@ def grab_screen(display: str) -> np.ndarray:
     from PIL import ImageGrab
 
     return np.asarray(ImageGrab.grab(xdisplay=display))
+
+
+def screen_when(display: str, ready, timeout_s: float = 2.0) -> np.ndarray:
+    """The screen once ``ready(screen)`` holds (the X server paints asynchronously), or the last grab."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        screen = grab_screen(display)
+        if ready(screen) or time.monotonic() > deadline:
+            return screen
+        time.sleep(0.01)
 
 
 class FakeMonitor:
@@ -54,8 +66,8 @@ def test_random_maps_are_pixel_exact_in_the_roi(xvfb):
         for _ in range(3):
             gray = rng.integers(0, 256, slm.shape, dtype=np.uint8)
             slm.show(gray)
-            screen = grab_screen(xvfb)
             x, y, w, h = roi
+            screen = screen_when(xvfb, lambda s: np.array_equal(s[y : y + h, x : x + w, 0], gray))
             for c in range(3):
                 np.testing.assert_array_equal(screen[y : y + h, x : x + w, c], gray)
             outside = screen.copy()
@@ -72,7 +84,7 @@ def test_map_lands_on_the_chosen_monitor(xvfb, two_monitors, monitor):
     gray = np.random.default_rng(2).integers(1, 256, (48, 64), dtype=np.uint8)
     with HdmiSlm("slm1", monitor, roi, (480, 640), 8e-6, settle_s=0.0) as slm:
         slm.show(gray)
-        screen = grab_screen(xvfb)
+        screen = screen_when(xvfb, lambda s: np.array_equal(s[30 : 30 + 48, 660:724, 1], gray))
         np.testing.assert_array_equal(screen[30 : 30 + 48, 640 + 20 : 640 + 20 + 64, 1], gray)
         assert not screen[:480, :640].any(), "monitor 0 must not show the map"
         assert slm.status()["monitor_geometry"] == [640, 0, 640, 480]
@@ -87,7 +99,8 @@ def test_two_slms_on_two_monitors(xvfb, two_monitors):
          HdmiSlm("b", 1, (10, 10, 100, 100), (480, 640), 8e-6, 0.0) as sb:
         sa.show(a)
         sb.show(b)
-        screen = grab_screen(xvfb)
+        screen = screen_when(xvfb, lambda s: np.array_equal(s[10:110, 10:110, 0], a)
+                             and np.array_equal(s[10:110, 650:750, 0], b))
         np.testing.assert_array_equal(screen[10:110, 10:110, 0], a)
         np.testing.assert_array_equal(screen[10:110, 650:750, 0], b)
 
@@ -135,4 +148,4 @@ def test_wrong_map_is_refused_and_screen_unchanged(xvfb):
             slm.show(np.zeros((50, 40), np.uint8))
         with pytest.raises(DeviceError, match="expected dtype uint8"):
             slm.show(np.zeros((40, 50), np.uint16))
-        assert (grab_screen(xvfb)[:40, :50, 0] == 77).all()
+        assert (screen_when(xvfb, lambda s: (s[:40, :50, 0] == 77).all())[:40, :50, 0] == 77).all()
