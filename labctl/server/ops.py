@@ -64,7 +64,7 @@ class BenchState:
     snapshot_time: float = 0.0
     description: dict[str, Any] = field(default_factory=dict)
     snapshot_dirty: bool = True
-    snapshot_every_s: float = 2.0
+    snapshot_every_s: float = 0.5
 
     # -- device helpers (device thread only) --------------------------------
 
@@ -90,9 +90,8 @@ class BenchState:
         self.snapshot_dirty = False
 
     def housekeeping(self, pending: bool) -> None:
-        """Keep the status snapshot fresh without delaying replies: when idle, or every few seconds during jobs."""
-        stale = time.time() - self.snapshot_time > self.snapshot_every_s
-        if (self.snapshot_dirty and not pending) or (stale and (self.snapshot_dirty or self.jobs.active())):
+        """Keep the status snapshot fresh without slowing replies: at most every ``snapshot_every_s``."""
+        if (self.snapshot_dirty or self.jobs.active()) and time.time() - self.snapshot_time >= self.snapshot_every_s:
             self.refresh_snapshot()
 
     def safe_state(self) -> dict[str, Any]:

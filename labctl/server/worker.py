@@ -20,9 +20,11 @@ Done = Callable[[Any, BaseException | None], None]
 
 
 class DeviceWorker:
-    def __init__(self, name: str = "labctl-devices", housekeeping: Callable[[bool], None] | None = None):
-        """``housekeeping(pending)`` runs in the device thread after every task or step (e.g. refresh statuses)."""
+    def __init__(self, name: str = "labctl-devices", housekeeping: Callable[[bool], None] | None = None,
+                 idle_s: float = 0.25):
+        """``housekeeping(pending)`` runs in the device thread after every task or step, and every ``idle_s`` when idle."""
         self.housekeeping = housekeeping
+        self.idle_s = idle_s
         self._tasks: deque[tuple[Task, Done]] = deque()
         self._jobs: deque[Job] = deque()
         self._cv = threading.Condition()
@@ -83,7 +85,8 @@ class DeviceWorker:
                     return "job", self._jobs[0]
                 if self._stopping:
                     return None
-                self._cv.wait()
+                if not self._cv.wait(self.idle_s) and self.housekeeping is not None:
+                    return "idle", None
 
     def _run(self) -> None:
         while True:
@@ -91,10 +94,10 @@ class DeviceWorker:
             if item is None:
                 return
             kind, payload = item
-            self._busy_since = time.monotonic()
             if kind == "task":
                 task, done, label = payload
                 self._current = label or "task"
+                self._busy_since = time.monotonic()
                 try:
                     result, error = task(), None
                 except BaseException as e:  # noqa: BLE001 - reported to the caller, the thread lives on
@@ -103,9 +106,10 @@ class DeviceWorker:
                     done(result, error)
                 except Exception:  # noqa: BLE001 - a reply callback must not kill the device thread
                     pass
-            else:
+            elif kind == "job":
                 job: Job = payload
                 self._current = f"job {job.job_id} step {job.done_steps + 1}/{job.total}"
+                self._busy_since = time.monotonic()
                 job.run_step()
             self._busy_since = None
             self._current = None

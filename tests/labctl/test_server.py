@@ -336,3 +336,17 @@ def test_status_command_shows_lease_and_jobs(server, client, capsys):
 
     data = json.loads(capsys.readouterr().out)
     assert data["status"]["jobs"][0]["job"] == job
+
+
+def test_status_device_snapshot_follows_changes(client, bench):
+    client.acquire_lease()
+    client.show("l1", _maps(1, seed=5)[0])
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        st = client.status()
+        if st["devices"]["slms"]["l1"]["maps_shown"] == bench.slms["l1"].shown:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("status never showed the new map")
+    assert st["devices"]["slms"]["l1"]["mean_gray"] == pytest.approx(float(bench.slms["l1"].current().mean()))
