@@ -42,6 +42,7 @@ class Job:
     records: list[dict[str, Any]] = field(default_factory=list)
     arrays: list[list[np.ndarray]] = field(default_factory=list)
     on_finish: Callable[["Job"], None] | None = None
+    arrays_released: bool = False
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -104,11 +105,21 @@ class Job:
     def _finish(self, state: str) -> None:
         self.state = state
         self.finished = time.time()
+
+    def cleanup(self) -> None:
+        """Run the job's cleanup hook (device thread only, after the job's last step)."""
         if self.on_finish is not None:
             try:
                 self.on_finish(self)
             except Exception:  # noqa: BLE001 - a cleanup hook must not take the device thread down
                 pass
+
+    def release_arrays(self) -> None:
+        """Forget the job's frames (records stay) to bound the server's memory."""
+        with self._lock:
+            if any(self.arrays):
+                self.arrays = [[] for _ in self.arrays]
+                self.arrays_released = True
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -146,6 +157,7 @@ class Job:
             "total": self.total,
             "records": out_records,
             "error": self.error,
+            "frames_released": self.arrays_released,
         }
         return result, buffers
 
@@ -153,9 +165,10 @@ class Job:
 class JobTable:
     """Every job the server knows: active ones plus the most recent finished ones."""
 
-    def __init__(self, keep_finished: int = 32):
+    def __init__(self, keep_finished: int = 32, keep_frames: int = 4):
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep = keep_finished
+        self._keep_frames = keep_frames
         self._lock = threading.Lock()
 
     def add(self, job: Job) -> None:
@@ -164,6 +177,10 @@ class JobTable:
             finished = [j for j in self._jobs.values() if j.state in FINISHED]
             for old in finished[: max(0, len(finished) - self._keep)]:
                 del self._jobs[old.job_id]
+            # frames are the heavy part: only the newest few finished jobs keep theirs
+            finished = [j for j in self._jobs.values() if j.state in FINISHED]
+            for old in finished[: max(0, len(finished) - self._keep_frames)]:
+                old.release_arrays()
 
     def get(self, job_id: Any) -> Job:
         with self._lock:

@@ -22,7 +22,7 @@ import zmq
 
 from labctl.options import DEFAULT_ENDPOINT
 from labctl.protocol import (
-    DEADLINE_EXCEEDED, DEFAULT_LIMITS, INTERNAL, SHUTTING_DOWN, UNKNOWN_OP, Limits, WireError, decode_request,
+    BUSY, DEADLINE_EXCEEDED, DEFAULT_LIMITS, INTERNAL, SHUTTING_DOWN, UNKNOWN_OP, Limits, WireError, decode_request,
     encode_error, encode_reply, peek_id,
 )
 from labctl.server.args import Args
@@ -33,6 +33,7 @@ log = logging.getLogger("labctl.server")
 
 _IN_FLIGHT = object()  # a mutating request whose reply is not ready yet
 MAX_BATCH = 256  # messages handled per poll wake-up before looking at device replies again
+MAX_PENDING = 256  # device requests queued at once; beyond this clients are told `busy`
 
 
 def peer_name(identity: bytes) -> str:
@@ -283,6 +284,8 @@ class BenchServer:
             busy = busy_error(req.op, state)
             if busy is not None:
                 raise busy
+            if spec.device and state.worker.pending >= MAX_PENDING and req.op != "abort":
+                raise WireError(BUSY, f"{req.op}: {MAX_PENDING} device requests already queued; retry later")
             out = spec.handler(Call(state, who, req, Args(req.op, req.args, req.buffers)))
         except Exception as e:  # noqa: BLE001 - every failure becomes a reply
             self._reply_error(envelope, req.id, key, error_from_exception(e))

@@ -56,6 +56,11 @@ class DeviceWorker:
             self._cv.notify()
 
     @property
+    def pending(self) -> int:
+        """Short tasks waiting for the device thread."""
+        return len(self._tasks)
+
+    @property
     def busy(self) -> dict[str, Any] | None:
         """What the device thread is doing right now, and for how long (None when idle)."""
         since, what = self._busy_since, self._current
@@ -110,7 +115,8 @@ class DeviceWorker:
                 job: Job = payload
                 self._current = f"job {job.job_id} step {job.done_steps + 1}/{job.total}"
                 self._busy_since = time.monotonic()
-                job.run_step()
+                if job.run_step():
+                    job.cleanup()
             self._busy_since = None
             self._current = None
             if self.housekeeping is not None:

@@ -350,3 +350,32 @@ def test_status_device_snapshot_follows_changes(client, bench):
     else:
         raise AssertionError("status never showed the new map")
     assert st["devices"]["slms"]["l1"]["mean_gray"] == pytest.approx(float(bench.slms["l1"].current().mean()))
+
+
+def test_devices_are_only_touched_by_the_device_thread(client, bench):
+    for s in bench.slms.values():
+        s.threads.clear()
+    client.acquire_lease()
+    client.show("in", _maps(1)[0])
+    bench.camera.delay_s = 0.01
+    first = client.run(_maps(20), regions=[[0, 0, 2, 2]], blank_after=True)
+    queued = client.run(_maps(5), regions=[[0, 0, 2, 2]], blank_after=True)
+    client.cancel_job(queued)  # cancelled while queued: its cleanup must not run in the server loop
+    client.wait_job(first, timeout_s=10)
+    client.abort()
+    threads = set().union(*(s.threads for s in bench.slms.values()))
+    assert threads == {"labctl-devices"}
+    assert not bench.input_slm.current().any()
+
+
+def test_only_the_newest_jobs_keep_their_frames(client):
+    client.acquire_lease()
+    jobs = [client.run(_maps(1, seed=i), return_frames=True) for i in range(6)]
+    for j in jobs:
+        client.wait_job(j, timeout_s=5)
+    client.run(_maps(1), return_frames=True)  # adding a job trims the frames of old ones
+    old, old_frames = client.job_result(jobs[0])
+    new, new_frames = client.job_result(jobs[-1])
+    assert old["frames_released"] and not old_frames and old["records"][0]["buffers"] == []
+    assert not new["frames_released"] and len(new_frames) == 1
+    assert len(old["records"]) == 1  # records (scores, checksums) are kept
