@@ -195,6 +195,14 @@ class HdmiSlm(Slm):
                 f"{[m.x, m.y, m.width, m.height]}; the map on screen cannot be trusted"
             )
 
+    def _idle(self, seconds: float) -> None:
+        import cv2
+
+        if self._screen is None:
+            time.sleep(seconds)
+            return
+        cv2.waitKey(max(1, int(seconds * 1000)))  # runs Qt's event loop: repaints on expose
+
     def status(self) -> dict:
         s = super().status()
         s["monitor"] = self.monitor

@@ -132,6 +132,16 @@ class Slm(ABC):
         """Show gray 0 everywhere in the ROI."""
         self.show(np.zeros(self.shape, dtype=np.uint8))
 
+    def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` while keeping the shown map alive (a GUI window keeps repainting)."""
+        deadline = time.monotonic() + max(0.0, float(seconds))
+        while (left := deadline - time.monotonic()) > 0:
+            self._idle(min(left, 0.05))
+
+    def _idle(self, seconds: float) -> None:
+        """Let the device run for ``seconds`` (default: sleep)."""
+        time.sleep(seconds)
+
     def current(self) -> np.ndarray:
         """A copy of the map shown now (uint8, ``shape``)."""
         return self._current.copy()

@@ -233,3 +233,10 @@ def open_bench(cfg: BenchConfig) -> Bench:
             assert cfg.shutter.serial is not None
             shutter = SerialShutter(_transport(cfg.shutter.serial))
     return Bench(cfg, slms, camera, laser, shutter, world)
+
+
+def open_slm(cfg: BenchConfig, name: str) -> Slm:
+    """Build (not connect) the one SLM called ``name``; ConfigError if the bench has none."""
+    s = cfg.slm(name)
+    world = _build_world(cfg) if s.driver == "sim" else None
+    return _slm(cfg, s, world)

@@ -60,52 +60,16 @@ def scripted():
 
 
 @pytest.fixture(scope="session")
-def xvfb(tmp_path_factory):
+def xvfb():
     """An Xvfb server of 1280x720 for this test process; yields its DISPLAY string.
 
-    OpenCV's Qt GUI binds to the display of its first window for the life of the
-    process, so there is one server per process and DISPLAY stays set while it runs.
+    One per process: OpenCV's Qt GUI binds to the display of its first window.
     """
-    import os
     import shutil
-    import subprocess
 
-    exe = shutil.which("Xvfb")
-    if exe is None:
+    from drivers.virtual_display import VirtualDisplay
+
+    if shutil.which("Xvfb") is None:
         pytest.fail("Xvfb is not installed; run `bash tools/bootstrap.sh --test` (Debian package xvfb)")
-    read_fd, write_fd = os.pipe()
-    log = open(tmp_path_factory.mktemp("xvfb") / "xvfb.log", "w")
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(write_fd), "-screen", "0", "1280x720x24", "-nolisten", "tcp", "-noreset"],
-        pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-    )
-    os.close(write_fd)
-    import select
-
-    # Read up to the newline and keep our end open while Xvfb runs: it writes the
-    # number and the newline separately and dies of EPIPE if the pipe is closed early.
-    number = ""
-    while not number.endswith("\n"):
-        ready, _, _ = select.select([read_fd], [], [], 10.0)
-        chunk = os.read(read_fd, 32).decode() if ready else ""
-        if not chunk:
-            break
-        number += chunk
-    number = number.strip()
-    if not number.isdigit():
-        proc.kill()
-        pytest.fail("Xvfb did not report a display number within 10 s")
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    yield f":{number}"
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    os.close(read_fd)
+    with VirtualDisplay(1280, 720) as vd:
+        yield vd.display
