@@ -208,3 +208,62 @@ def test_sim_camera_fault_mid_run_fails_the_job_and_the_next_job_works():
                 assert c.ping() < 1
         finally:
             srv.close()
+
+
+def _dealer(server, name: bytes):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = name
+    sock.connect(server.endpoint)
+    return sock
+
+
+def _replies(sock, wait_s: float) -> list:
+    out, end = [], time.monotonic() + wait_s
+    while (left := end - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000) + 1):
+            out.append(decode_reply(sock.recv_multipart()))
+    return out
+
+
+def test_duplicate_arriving_while_the_first_runs_is_answered_once(server, bench):
+    sock = _dealer(server, b"dup-tester")
+    try:
+        _, lease = encode_request("lease.acquire", request_id="lease-1")
+        sock.send_multipart(lease)
+        assert _replies(sock, 0.5)[0].ok
+        bench.camera.delay_s = 0.3  # keeps the device thread busy while the duplicates arrive
+        _, grab = encode_request("camera.grab", request_id="slow-grab")
+        gray = np.full((20, 30), 5, np.uint8)
+        _, show = encode_request("slm.show", {"slm": "in"}, [gray], request_id="show-twice")
+        shown = bench.input_slm.shown
+        sock.send_multipart(grab)
+        sock.send_multipart(show)
+        sock.send_multipart(show)
+        replies = _replies(sock, 1.0)
+        assert sorted(r.id for r in replies) == ["show-twice", "slow-grab"]
+        assert bench.input_slm.shown == shown + 1
+        sock.send_multipart(show)  # after it finished: the remembered answer, still not re-run
+        again = _replies(sock, 0.5)
+        assert [r.id for r in again] == ["show-twice"] and again[0].ok
+        assert bench.input_slm.shown == shown + 1
+    finally:
+        sock.close()
+
+
+def test_request_past_its_deadline_is_not_run(server, bench):
+    sock = _dealer(server, b"deadline-tester")
+    try:
+        bench.camera.delay_s = 0.3
+        _, slow = encode_request("camera.grab", request_id="slow")
+        _, late = encode_request("camera.grab", request_id="late", deadline_ms=50)
+        sock.send_multipart(slow)
+        sock.send_multipart(late)
+        grabs = bench.camera.grabs
+        replies = {r.id: r for r in _replies(sock, 1.0)}
+        assert replies["slow"].ok
+        assert replies["late"].error.code == "deadline_exceeded" and replies["late"].error.retryable
+        assert bench.camera.grabs == grabs + 1
+    finally:
+        sock.close()
