@@ -215,7 +215,8 @@ class SimWorld:
         # Shot noise (Gaussian limit of Poisson) and read noise in one draw.
         sigma = np.sqrt(electrons + np.float32(c.read_noise_e**2))
         noisy = electrons + sigma * self._rng.standard_normal(sensor_shape, dtype=np.float32)
-        np.clip(noisy, 0.0, c.full_well_e, out=noisy)
+        # The well saturates; below zero is read noise around the ADC offset, clipped only in DN.
+        np.minimum(noisy, np.float32(c.full_well_e), out=noisy)
         max_dn = (1 << bit_depth) - 1
         dn_per_e = max_dn / c.full_well_e * 10.0 ** (gain_db / 20.0)
         dn = noisy * np.float32(dn_per_e) + np.float32(c.dark_dn)
