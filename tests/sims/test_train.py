@@ -1,0 +1,94 @@
+"""Training: a tiny run must learn; seeds reproduce; resume continues exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sims.artifact import load_model
+from sims.data import Dataset, load_mnist_5k
+from sims.device import ideal_levels, load_response, select_levels
+from sims.donn import Geometry, layout_regions
+from sims.errors import DataError, SimulationError
+from sims.quantizers.schedules import Schedule
+from sims.train import (TrainConfig, confidence_study, model_from_layers, predict_scores, train, accuracy,
+                        write_artifact)
+
+SHIPPED = Path(__file__).resolve().parents[2] / "labctl" / "benches" / "layer_a.response.json"
+
+
+@pytest.fixture(scope="module")
+def small_data() -> Dataset:
+    d = load_mnist_5k()
+    # every 4th training image, every 2nd test image: balanced, 1000 / 500
+    return Dataset("mnist-5k", "test subset", d.train_images[::4], d.train_labels[::4], d.test_images[::2],
+                   d.test_labels[::2])
+
+
+def _config(**kw) -> TrainConfig:
+    geo = Geometry(size=32, pitch_m=36e-6, wavelength_m=532e-9, distances_m=(0.03, 0.03, 0.03),
+                   regions=layout_regions(32, 3), input_size=24, method="asm", pad_factor=2)
+    base = dict(geometry=geo, levels=(select_levels(load_response(SHIPPED), 8),) * 2, method="gs", epochs=3,
+                lr=0.3, batch_size=50, loss="ce", schedule=Schedule("linear", start=5, end=0.5), seed=3, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_tiny_gs_run_learns_and_exports(small_data: Dataset, tmp_path: Path) -> None:
+    config = _config()
+    result = train(config, small_data, tmp_path / "m")
+    assert result.test_accuracy > 0.55  # chance is 0.10
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    write_artifact(result, config, tmp_path / "m", small_data)
+    loaded = load_model(tmp_path / "m")
+    assert loaded.meta["metrics"]["test_accuracy"] == result.test_accuracy
+    # the artifact alone reproduces the accuracy, with exactly the displayed levels
+    donn = model_from_layers(loaded.geometry, loaded.gray, loaded.transmission, loaded.levels)
+    assert accuracy(predict_scores(donn, small_data.test_images), small_data.test_labels) == result.test_accuracy
+    lv = config.levels[0]
+    lut = dict(zip(lv.gray, lv.transmissions().numpy()))
+    for gray, t in zip(loaded.gray, loaded.transmission):
+        assert set(np.unique(gray).tolist()) <= set(lv.gray)
+        np.testing.assert_allclose(t, np.vectorize(lut.get)(gray), atol=1e-6)
+
+
+def test_same_seed_same_model_and_resume_is_exact(small_data: Dataset, tmp_path: Path) -> None:
+    sub = Dataset("s", "s", small_data.train_images[:200], small_data.train_labels[:200],
+                  small_data.test_images[:50], small_data.test_labels[:50])
+    full = train(_config(epochs=2), sub, tmp_path / "a")
+    again = train(_config(epochs=2), sub, tmp_path / "b")
+    for p, q in zip(full.model.parameters(), again.model.parameters()):
+        assert torch.equal(p, q)
+    # one epoch, then resume for the second: same parameters as the uninterrupted run
+    train(_config(epochs=1), sub, tmp_path / "c")
+    resumed = train(_config(epochs=2), sub, tmp_path / "c", resume=True)
+    assert len(resumed.history) == 2
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(DataError, match="different configuration"):
+        train(_config(epochs=2, lr=0.2), sub, tmp_path / "c", resume=True)
+
+
+def test_full_precision_reference_learns(small_data: Dataset, tmp_path: Path) -> None:
+    result = train(_config(method="full", levels=(ideal_levels(4),) * 2, epochs=2, lr=0.05), small_data,
+                   tmp_path / "f")
+    assert result.test_accuracy > 0.55
+
+
+def test_confidence_study_removes_margin() -> None:
+    scores = torch.tensor([[10.0, 1, 1], [5.0, 4.98, 1], [1.0, 9, 1]])
+    labels = np.array([0, 0, 0])
+    out = confidence_study(scores, labels, drops=(0.0, 0.01, 0.8), softmax_scale=10.0)
+    assert out["0%"] == pytest.approx(2 / 3)
+    assert out["1%"] == pytest.approx(1 / 3)  # the narrow win flips
+    assert out["80%"] == 0.0
+
+
+def test_bad_config() -> None:
+    with pytest.raises(SimulationError, match="unknown method"):
+        _config(method="magic")
+    with pytest.raises(SimulationError, match="level sets"):
+        _config(levels=(ideal_levels(2),))
