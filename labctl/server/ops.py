@@ -26,6 +26,7 @@ from labctl.protocol import (
 from labctl.server.args import Args, boolean, choice, integer, number, rects, string, string_list
 from labctl.server.jobs import Job, JobTable
 from labctl.server.leases import DEFAULT_TTL_S, LeaseTable
+from labctl.server.live import LiveView
 from labctl.server.worker import DeviceWorker
 
 # (result, buffers) of an operation
@@ -65,6 +66,7 @@ class BenchState:
     description: dict[str, Any] = field(default_factory=dict)
     snapshot_dirty: bool = True
     snapshot_every_s: float = 0.5
+    live: LiveView = field(default_factory=LiveView)
 
     # -- device helpers (device thread only) --------------------------------
 
@@ -93,6 +95,8 @@ class BenchState:
         """Keep the status snapshot fresh without slowing replies: at most every ``snapshot_every_s``."""
         if (self.snapshot_dirty or self.jobs.active()) and time.time() - self.snapshot_time >= self.snapshot_every_s:
             self.refresh_snapshot()
+        busy = pending or bool(self.jobs.active())
+        self.live.housekeeping(self.bench, busy, time.monotonic() - self.worker.last_work)
 
     def safe_state(self) -> dict[str, Any]:
         """Blank every SLM and close the shutter; try every device even if one fails."""
@@ -312,6 +316,7 @@ def op_camera_grab(c: Call) -> Callable[[], Result]:
 
     def run() -> Result:
         frame = cam.grab(n)
+        c.state.live.put_frame(frame, "camera.grab")
         data = np.ascontiguousarray(frame.data, dtype=np.float32)
         return _frame_meta(frame), [data]
 
@@ -399,6 +404,7 @@ def op_run(c: Call) -> Result:
     if len(inputs) > MAX_RUN_INPUTS:
         raise a.fail(f"{len(inputs)} inputs, at most {MAX_RUN_INPUTS} per job")
     cam = bench.camera
+    live = c.state.live
     cam_shape = tuple(getattr(cam, "shape", ()))
     if regions is not None and len(cam_shape) == 2:
         for r in regions:
@@ -412,6 +418,7 @@ def op_run(c: Call) -> Result:
     def step(i: int) -> Any:
         slm.show(np.array(inputs[i]))
         frame = cam.grab(n_average)
+        live.put_frame(frame, f"run step {i + 1}/{len(inputs)}")
         data = np.asarray(frame.data, dtype=np.float32)
         record = {"index": i, **_frame_meta(frame)}
         if regions is not None:
@@ -466,6 +473,22 @@ def op_abort(c: Call) -> Callable[[], Result]:
     return run
 
 
+# ---------------------------------------------------------------------------
+# Live view (answered by the loop from LiveView's slots: viewers never queue device work)
+
+
+def op_view_frame(c: Call) -> Result:
+    since = c.args.get("since", integer(-1), "the last frame seq the viewer has, >= -1", -1)
+    c.args.finish()
+    return c.state.live.frame(since)
+
+
+def op_view_maps(c: Call) -> Result:
+    since = c.args.get("since", integer(-1), "the last maps seq the viewer has, >= -1", -1)
+    c.args.finish()
+    return c.state.live.maps(since)
+
+
 OPS: dict[str, OpSpec] = {
     "hello": OpSpec(op_hello, device=False, mutates=False),
     "ping": OpSpec(op_ping, device=False, mutates=False),
@@ -486,6 +509,8 @@ OPS: dict[str, OpSpec] = {
     "job.result": OpSpec(op_job_result, device=False, mutates=False),
     "job.cancel": OpSpec(op_job_cancel, device=False, mutates=True, lease=False),
     "abort": OpSpec(op_abort, device=True, mutates=True, lease=False),
+    "view.frame": OpSpec(op_view_frame, device=False, mutates=False),
+    "view.maps": OpSpec(op_view_maps, device=False, mutates=False),
 }
 
 

@@ -67,6 +67,8 @@ class BenchServer:
         self.server_id = uuid.uuid4().hex
         self.state = BenchState(bench=bench, bench_name=bench_name, server_id=self.server_id, limits=limits)
         self.state.worker.housekeeping = self.state.housekeeping
+        # idle housekeeping at the viewers' frame period, so an idle bench still shows live frames
+        self.state.worker.idle_s = min(self.state.worker.idle_s, self.state.live.idle_grab_s)
         self._cache: OrderedDict[tuple[bytes, str], Any] = OrderedDict()
         self._cache_size = reply_cache
         self._own_context = context is None
@@ -78,6 +80,7 @@ class BenchServer:
         self._auth = None
         self._router: zmq.Socket | None = None
         self.endpoint: str | None = None
+        self.inproc_endpoint: str | None = None
         self.handled = 0  # messages answered (for status and tests)
 
     # -- lifecycle -----------------------------------------------------------
@@ -105,6 +108,9 @@ class BenchServer:
             raise UsageError(f"cannot bind {self.bind}: {e.strerror}") from None
         self._router = router
         self.endpoint = router.last_endpoint.decode()
+        # in-process clients (the live view's web app) reach the same op handlers without a network hop or keys
+        self.inproc_endpoint = f"inproc://labctl-bench-{self.server_id}"
+        router.bind(self.inproc_endpoint)
         wake_addr = f"inproc://labctl-wake-{self.server_id}"
         self._wake_pull = self._ctx.socket(zmq.PULL)
         self._wake_pull.bind(wake_addr)
@@ -115,6 +121,11 @@ class BenchServer:
         self.state.worker.start()
         log.info("serving bench %s on %s (server %s)", self.state.bench_name, self.endpoint, self.server_id)
         return self.endpoint
+
+    @property
+    def context(self) -> zmq.Context:
+        """The ZMQ context; an in-process client must share it to reach :attr:`inproc_endpoint`."""
+        return self._ctx
 
     def start(self) -> str:
         """Open and serve in a background thread (tests, benchmarks). Returns the bound endpoint."""

@@ -31,6 +31,7 @@ class DeviceWorker:
         self._stopping = False
         self._busy_since: float | None = None
         self._current: str | None = None
+        self.last_work = time.monotonic()  # when a task or job step last ended (idle viewers' grabs wait for quiet)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -117,6 +118,8 @@ class DeviceWorker:
                 self._busy_since = time.monotonic()
                 if job.run_step():
                     job.cleanup()
+            if kind != "idle":
+                self.last_work = time.monotonic()
             self._busy_since = None
             self._current = None
             if self.housekeeping is not None:
