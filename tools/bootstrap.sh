@@ -12,7 +12,7 @@ want_test=0
 if [ "$want_test" = 1 ] && ! command -v Xvfb >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         echo "bootstrap: installing Debian package xvfb (display tests)"
-        apt-get update -qq >/dev/null && apt-get install -y -qq xvfb x11-utils >/dev/null
+        apt-get update -qq >/dev/null && apt-get install -y -qq xvfb x11-utils chromium chromium-driver >/dev/null
     else
         echo "bootstrap: Xvfb missing and cannot apt-get it; display tests will fail" >&2
     fi
