@@ -150,11 +150,13 @@ def _checkpoint(model: DONN, opt: torch.optim.Optimizer, epoch: int, history: li
 
 def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bool = False,
           on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          eval_every_epoch: bool = True) -> TrainResult:
+          eval_every_epoch: bool = True, init: Callable[[DONN], None] | None = None) -> TrainResult:
     """Train, checkpointing into ``out_dir`` after every epoch; returns the trained model.
 
     ``on_step`` gets {"epoch", "step", "steps", "loss", "tau"} after every batch and
-    ``on_epoch`` the epoch's record (loss, train/test accuracy, seconds).
+    ``on_epoch`` the epoch's record (loss, train/test accuracy, seconds). ``init`` may
+    overwrite the freshly built model's parameters (a warm start from another model)
+    before training or resuming.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -166,6 +168,8 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
                               f"{config.geometry.classes} regions")
     torch.manual_seed(config.seed)
     model = build_model(config)
+    if init is not None:
+        init(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: list[dict] = []
     start_epoch = 0
@@ -202,13 +206,16 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
             model.set_progress(epoch + step / steps, config.epochs)
             scores = model(images[batch])
             loss = loss_fn(scores, labels[batch], config.loss, config.softmax_scale)
+            terms = [r for q in model.layers if (r := q.regularizer()) is not None]
+            if terms:
+                loss = loss + sum(terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * len(batch)
             correct += int((scores.detach().argmax(-1) == labels[batch]).sum())
             if on_step is not None:
-                on_step({"epoch": epoch, "step": step, "steps": steps, "loss": float(loss),
+                on_step({"epoch": epoch, "step": step, "steps": steps, "loss": float(loss.detach()),
                          "tau": getattr(model.layers[0], "tau", None)})
         record = {"epoch": epoch + 1, "loss": total_loss / n, "train_accuracy_soft": correct / n,
                   "tau": getattr(model.layers[0], "tau", None)}

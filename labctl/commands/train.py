@@ -90,7 +90,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def _geometry(settings: dict[str, Any]):
     """(Geometry, SLM names per layer) from --bench or --preset (bench wins when both given)."""
-    from sims.donn import Geometry, layout_regions, preset
+    from sims.donn import Geometry, default_input_size, layout_regions, preset
 
     if settings["bench"]:
         from labctl.config import load_bench
@@ -103,7 +103,7 @@ def _geometry(settings: dict[str, Any]):
         try:
             geo = Geometry(size=rows, pitch_m=bench.pitch_m, wavelength_m=bench.wavelength_m,
                            distances_m=tuple(bench.distances_m), regions=layout_regions(rows, region),
-                           input_size=rows, method=bench.propagation, pad_factor=bench.pad_factor)
+                           input_size=default_input_size(rows), method=bench.propagation, pad_factor=bench.pad_factor)
         except Exception as e:  # SimulationError / SamplingError: say which file
             raise ConfigError(f"{bench.path}: {e}") from None
         names = [s.name for s in bench.layer_slms]
@@ -112,14 +112,7 @@ def _geometry(settings: dict[str, Any]):
         names = [f"layer{i}" for i in range(1, geo.layers + 1)]
     if settings["input_size"] is not None:
         geo = dataclasses.replace(geo, input_size=settings["input_size"])
-    elif settings["bench"] or (settings["preset"] or "bench") == "bench":
-        geo = dataclasses.replace(geo, input_size=BENCH_INPUT_SIZE)
     return geo, names
-
-
-# The digit fills the central 56×56 of the 100×100 bench field (2 neurons per
-# MNIST pixel); measured better than filling the whole field (docs/twin.md).
-BENCH_INPUT_SIZE = 56
 
 
 def _levels(settings: dict[str, Any], layers: int):
