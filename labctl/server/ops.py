@@ -93,9 +93,12 @@ class BenchState:
 
     def housekeeping(self, pending: bool) -> None:
         """Keep the status snapshot fresh without slowing replies: at most every ``snapshot_every_s``."""
-        if (self.snapshot_dirty or self.jobs.active()) and time.time() - self.snapshot_time >= self.snapshot_every_s:
+        active = bool(self.jobs.active())
+        if active:
+            self.snapshot_dirty = True  # stays set after the job ends, so its last changes get read too
+        if self.snapshot_dirty and time.time() - self.snapshot_time >= self.snapshot_every_s:
             self.refresh_snapshot()
-        busy = pending or bool(self.jobs.active())
+        busy = pending or active
         self.live.housekeeping(self.bench, busy, time.monotonic() - self.worker.last_work)
 
     def safe_state(self) -> dict[str, Any]:

@@ -313,7 +313,11 @@ class BenchServer:
         def task() -> Any:
             if deadline is not None and time.monotonic() > deadline:
                 raise WireError(DEADLINE_EXCEEDED, f"{op}: waited past its deadline of {req.deadline_ms} ms for the devices")
-            return out()
+            try:
+                return out()
+            finally:
+                if spec.mutates:  # marked again once done: a refresh may have run between the request and now
+                    state.snapshot_dirty = True
 
         def done(result: Any, error: BaseException | None) -> None:
             wire = None if error is None else error_from_exception(error)
