@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "keys": ("labctl.commands.keys", "keys", "Create and list CURVE keys for remote bench access."),
     "experiment": ("labctl.commands.experiment", "experiment", "Run a grid of training methods and compare them."),
     "show": ("labctl.commands.show", "show", "Show a map on one SLM until Ctrl-C."),
+    "view": ("labctl.commands.view", "view", "Watch a bench server's camera and SLMs in an OpenCV window."),
 }
 
 

@@ -42,8 +42,11 @@ class FrameSlot:
 class LiveFeed:
     def __init__(self, connect: Callable[[], BenchClient], dirs: ArtifactDirs | None = None, *,
                  fps: float = 10.0, watch_s: float = 3.0, status_every_s: float = 0.5,
-                 maps_every_s: float = 1.0, artifacts_every_s: float = 2.0):
-        """``connect()`` returns a new client of the bench server (called from the feed's own threads)."""
+                 maps_every_s: float = 1.0, artifacts_every_s: float = 2.0, encode: bool = True):
+        """``connect()`` returns a new client of the bench server (called from the feed's own threads).
+
+        ``encode``: render JPEG/PNG pictures for a browser (an OpenCV window needs only the arrays).
+        """
         if fps <= 0:
             raise ValueError("fps must be > 0")
         self._connect = connect
@@ -53,6 +56,8 @@ class LiveFeed:
         self.status_every_s = status_every_s
         self.maps_every_s = maps_every_s
         self.artifacts_every_s = artifacts_every_s
+        self.encode = encode
+        self._maps_raw: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._frame = FrameSlot()
         self._maps: dict[str, bytes] = {}
@@ -113,8 +118,24 @@ class LiveFeed:
         with self._lock:
             return self._maps.get(name)
 
+    def maps(self) -> dict[str, np.ndarray]:
+        """The uint8 map each SLM shows, by SLM name."""
+        with self._lock:
+            return dict(self._maps_raw)
+
+    def maps_seq(self) -> int:
+        return self._maps_seq
+
+    def error(self) -> str | None:
+        """Why the feed is not getting data right now (None when it is)."""
+        return self._error
+
     def overlay(self) -> Overlay | None:
         return self._overlay
+
+    def status(self) -> dict[str, Any] | None:
+        """The server's last ``status`` reply."""
+        return self._status
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows besides pictures, as JSON-ready data."""
@@ -226,7 +247,7 @@ class LiveFeed:
         bit_depth = ((self._hello or {}).get("devices") or {}).get("camera", {}).get("bit_depth")
         full = render.full_scale_dn(bit_depth)
         auto = render.auto_white(data)
-        jpeg = {
+        jpeg = {} if not self.encode else {
             "full": render.encode_jpeg(render.to_bgr(data, full, full)),
             "auto": render.encode_jpeg(render.to_bgr(data, auto, full)),
         }
@@ -242,10 +263,11 @@ class LiveFeed:
         r = reply.result
         if not r.get("new"):
             return
-        pngs = {name: render.encode_png(m) for name, m in zip(r["slms"], reply.buffers)}
+        raw = dict(zip(r["slms"], reply.buffers))
+        pngs = {name: render.encode_png(m) for name, m in raw.items()} if self.encode else {}
         with self._lock:
-            self._maps = pngs
-            self._maps_meta = {"seq": r["seq"], "slms": list(pngs), "crc32": r.get("crc32", {})}
+            self._maps, self._maps_raw = pngs, raw
+            self._maps_meta = {"seq": r["seq"], "slms": list(raw), "crc32": r.get("crc32", {})}
         self._maps_seq = r["seq"]
 
     def _refresh_artifacts(self) -> None:
