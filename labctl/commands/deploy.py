@@ -68,19 +68,15 @@ def deploy(model: Path | None, endpoint: str, keys_dir: Path | None, key_name: s
             click.echo(f"{run.path}: run already complete ({done} images)", err=True)
             _finish(run, write_report(run))
             return
+        _check_problems(plan, force)
         click.echo(f"{run.path}: resuming, {done}/{plan.total} images already recorded", err=True)
     else:
         if model is None:
             raise UsageError("give MODEL (a folder from `labctl train`) or --resume RUN_DIR")
         plan = make_plan(model, bench, cal_dir, limit)
+        _check_problems(plan, force)
         run = RunDir(_fresh(out, new_run_id(plan.model_name)))
         meta = _new_meta(plan, bench, cal_dir, limit, force, endpoint, RUN_SCHEMA, utc_now(), software_version())
-    if plan.problems:
-        lines = "; ".join(plan.problems)
-        if not force:
-            raise ConfigError(f"the model does not match bench {plan.bench.name!r}: {lines} "
-                              "(recalibrated SLMs make it a different network; retrain, or --force)")
-        click.echo(f"labctl deploy: warning: deploying anyway (--force): {lines}", err=True)
     meta["forced"] = bool(meta.get("forced") or (force and plan.problems))
     meta["problems"] = plan.problems
     meta["endpoint"] = endpoint
@@ -94,6 +90,16 @@ def deploy(model: Path | None, endpoint: str, keys_dir: Path | None, key_name: s
     finally:
         bar.close()
     _finish(run, write_report(run))
+
+
+def _check_problems(plan: Any, force: bool) -> None:
+    if not plan.problems:
+        return
+    lines = "; ".join(plan.problems)
+    if not force:
+        raise ConfigError(f"the model does not match bench {plan.bench.name!r}: {lines} "
+                          "(recalibrated SLMs make it a different network; retrain, or --force)")
+    click.echo(f"labctl deploy: warning: deploying anyway (--force): {lines}", err=True)
 
 
 def _fresh(out: Path, run_id: str) -> Path:
