@@ -23,7 +23,8 @@ from labctl.errors import ConfigError
 from sims.artifact import LoadedModel
 
 CALIBRATION_SUFFIX = ".cal.json"
-REGISTRATION_FILES = ("registration.json", "camera.registration.json")
+# `labctl calibrate` stores the registration as <bench name>.registration.json.
+REGISTRATION_SUFFIX = ".registration.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -38,13 +39,13 @@ def calibration_file(cal_dir: Path, slm: str) -> Path:
     return cal_dir / f"{slm}{CALIBRATION_SUFFIX}"
 
 
-def registration_file(cal_dir: Path) -> Path:
+def registration_file(cal_dir: Path, bench_name: str) -> Path:
     """The camera registration stored with the bench's calibrations."""
-    for name in REGISTRATION_FILES:
-        if (cal_dir / name).is_file():
-            return cal_dir / name
-    raise ConfigError(f"{cal_dir}: no camera registration ({' or '.join(REGISTRATION_FILES)}); "
-                      "run `labctl calibrate` for the registration first")
+    path = cal_dir / f"{bench_name}{REGISTRATION_SUFFIX}"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no camera registration for bench {bench_name!r}; "
+                          "run `labctl calibrate --registration` first")
+    return path
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def make_plan(model_dir: str | Path, bench_spec: str | Path, cal_dir: str | Path
         raise ConfigError(f"input maps would be {encoder.map_shape} but SLM {input_slm.name}'s ROI is "
                           f"{(input_slm.roi[3], input_slm.roi[2])}")
 
-    reg_path = registration_file(cal_dir)
+    reg_path = registration_file(cal_dir, bench.name)
     try:
         registration = load_registration(reg_path)
     except CalibrationError as e:

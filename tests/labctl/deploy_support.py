@@ -88,7 +88,7 @@ def make_calibrations(folder: Path) -> Path:
     with open_bench(cfg) as bench:
         acq = Acquisition(bench.camera, bench.laser, bench.shutter, bench.slms, flat={s.name: 255})
         reg = register_camera(acq, geom, [x.name for x in cfg.layer_slms])
-    save_registration(folder / "registration.json", reg)
+    save_registration(folder / f"{cfg.name}.registration.json", reg)
     return folder
 
 

@@ -118,7 +118,7 @@ def test_calibration_mismatch_is_refused_unless_forced(server, model, cal_dir, t
 def test_missing_registration_and_bad_model_are_one_line_errors(model, cal_dir, tmp_path, capsys):
     no_reg = tmp_path / "cal"
     shutil.copytree(cal_dir, no_reg)
-    (no_reg / "registration.json").unlink()
+    (no_reg / "sim.registration.json").unlink()
     assert main(_deploy_args(model, "tcp://127.0.0.1:9", no_reg, tmp_path / "runs")) == 2
     assert "registration" in capsys.readouterr().err
     assert main(_deploy_args(tmp_path / "nope", "tcp://127.0.0.1:9", cal_dir, tmp_path / "runs")) == 2
