@@ -36,6 +36,39 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+class _FrameWake:
+    """Wakes every waiting request when the feed has a new frame: one event per frame, no polling loop."""
+
+    def __init__(self, feed: LiveFeed):
+        self.feed = feed
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
+
+    def _notify(self) -> None:  # in the event loop
+        if self.event is not None:
+            self.event.set()
+            self.event = asyncio.Event()
+
+    async def until_newer(self, after: int, timeout_s: float) -> None:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            self.event = asyncio.Event()
+            loop = self.loop
+            self.feed.add_listener(lambda: loop.call_soon_threadsafe(self._notify))
+        deadline = self.loop.time() + timeout_s
+        while True:
+            event = self.event  # taken before the check, so a frame arriving in between still wakes us
+            if self.feed.frame_seq() > after:
+                return
+            left = deadline - self.loop.time()
+            if left <= 0 or event is None:
+                return
+            try:
+                await asyncio.wait_for(event.wait(), left)
+            except TimeoutError:
+                return
+
+
 def create_app(feed: LiveFeed, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> Starlette:
     static = files("labctl.web") / "static"
     index_html = (static / "index.html").read_text(encoding="utf-8")
@@ -48,6 +81,8 @@ def create_app(feed: LiveFeed, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) ->
         feed.touch()
         return JSONResponse(feed.snapshot(), headers=NO_STORE)
 
+    wake = _FrameWake(feed)
+
     async def frame(request: Request) -> Response:
         feed.touch()
         scale = request.query_params.get("scale", "full")
@@ -57,12 +92,11 @@ def create_app(feed: LiveFeed, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) ->
             after = int(request.query_params.get("after", "0"))
         except ValueError:
             return JSONResponse({"error": "after must be an integer frame sequence number"}, 400)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FRAME_WAIT_S
-        while feed.frame_seq() <= after and loop.time() < deadline:
-            await asyncio.sleep(0.025)
-            feed.touch()
-        seq, jpeg = feed.frame_jpeg(scale)
+        await wake.until_newer(after, FRAME_WAIT_S)
+        feed.touch()
+        seq, jpeg = feed.frame_jpeg(scale, render_missing=False)
+        if jpeg is None and seq > after:
+            seq, jpeg = await run_in_threadpool(feed.frame_jpeg, scale)  # first ask for this scale: render it once
         if jpeg is None or seq <= after:
             return Response(status_code=204, headers={**NO_STORE, "X-Frame-Seq": str(seq)})
         return Response(jpeg, media_type="image/jpeg", headers={**NO_STORE, "X-Frame-Seq": str(seq)})

@@ -26,7 +26,8 @@ class ArtifactDirs:
     runs: Path = Path("runs")
 
 
-def _mtime(p: Path) -> float:
+def mtime(p: Path) -> float:
+    """Modification time (Unix seconds), -1 when the file is gone."""
     try:
         return p.stat().st_mtime
     except OSError:
@@ -34,7 +35,7 @@ def _mtime(p: Path) -> float:
 
 
 def _newest(paths: list[Path]) -> list[Path]:
-    return sorted(paths, key=lambda p: (_mtime(p), p.name), reverse=True)
+    return sorted(paths, key=lambda p: (mtime(p), p.name), reverse=True)
 
 
 def _read_json(p: Path) -> Any:

@@ -21,7 +21,9 @@ import numpy as np
 from labctl.client import BenchClient
 from labctl.errors import LabctlError
 from labctl.web import render
-from labctl.web.artifacts import ArtifactDirs, calibration_plots, latest_registration, latest_run, model_regions
+from labctl.web.artifacts import (
+    ArtifactDirs, mtime, calibration_plots, latest_registration, latest_run, model_regions,
+)
 from labctl.web.overlay import Overlay, build_overlay
 
 log = logging.getLogger("labctl.web")
@@ -58,6 +60,8 @@ class LiveFeed:
         self.artifacts_every_s = artifacts_every_s
         self.encode = encode
         self._maps_raw: dict[str, np.ndarray] = {}
+        self._scale_until = {"full": float("inf"), "auto": 0.0}  # "full" is the page's default: always ready
+        self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._frame = FrameSlot()
         self._maps: dict[str, bytes] = {}
@@ -105,10 +109,27 @@ class LiveFeed:
     def frame_seq(self) -> int:
         return self._frame.seq
 
-    def frame_jpeg(self, scale: str) -> tuple[int, bytes | None]:
-        """(seq, JPEG) of the newest frame at display scale ``scale`` ("full" or "auto")."""
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` (from the feed thread) after each new frame; it must return at once."""
+        self._listeners.append(fn)
+
+    def frame_jpeg(self, scale: str, render_missing: bool = True) -> tuple[int, bytes | None]:
+        """(seq, JPEG) of the newest frame at display scale ``scale`` ("full" or "auto").
+
+        A scale nobody asked for lately is not rendered with each frame; the first
+        request renders it (``render_missing``) and keeps it rendered while asked for.
+        """
+        self._scale_until[scale] = max(self._scale_until.get(scale, 0.0), time.monotonic() + self.watch_s)
         slot = self._frame
-        return slot.seq, slot.jpeg.get(scale)
+        jpeg = slot.jpeg.get(scale)
+        if jpeg is None and render_missing and slot.data is not None and self.encode:
+            jpeg = slot.jpeg[scale] = self._render(slot.data, slot.meta, scale)
+        return slot.seq, jpeg
+
+    @staticmethod
+    def _render(data: np.ndarray, meta: dict[str, Any], scale: str) -> bytes:
+        full = meta["white_dn"]["full"]
+        return render.encode_jpeg(render.to_bgr(data, meta["white_dn"][scale], full))
 
     def frame_data(self) -> tuple[int, np.ndarray | None, dict[str, Any]]:
         slot = self._frame
@@ -247,16 +268,20 @@ class LiveFeed:
         bit_depth = ((self._hello or {}).get("devices") or {}).get("camera", {}).get("bit_depth")
         full = render.full_scale_dn(bit_depth)
         auto = render.auto_white(data)
-        jpeg = {} if not self.encode else {
-            "full": render.encode_jpeg(render.to_bgr(data, full, full)),
-            "auto": render.encode_jpeg(render.to_bgr(data, auto, full)),
-        }
         meta = {k: r.get(k) for k in ("timestamp", "exposure_s", "gain_db", "saturated", "source", "age_s", "shape")}
         meta.update(server_seq=r["seq"], white_dn={"full": full, "auto": auto},
                     histogram=render.histogram(data, full), max_dn=float(data.max()) if data.size else 0.0)
+        now = time.monotonic()
+        jpeg = {} if not self.encode else \
+            {s: self._render(data, meta, s) for s, until in self._scale_until.items() if until > now}
         # one reference swap: readers see the old slot or the new one, never a mix
         self._frame = FrameSlot(seq=r["seq"], meta=meta, jpeg=jpeg, data=data)
         self.frames_fetched += 1
+        for fn in self._listeners:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a viewer's wake-up must not stop the feed
+                log.debug("frame listener failed", exc_info=True)
 
     def _poll_maps(self, client: BenchClient) -> None:
         reply = client.call("view.maps", {"since": self._maps_seq})
@@ -283,7 +308,7 @@ class LiveFeed:
         cam = ((self._status or {}).get("devices") or {}).get("camera") or {}
         roi = cam.get("roi") if isinstance(cam, dict) else None
         origin = tuple(roi[:2]) if isinstance(roi, list) and len(roi) == 4 else (0, 0)
-        key = (None if reg is None else (str(reg[0]), reg[0].stat().st_mtime if reg[0].exists() else 0),
+        key = (None if reg is None else (str(reg[0]), mtime(reg[0])),
                tuple(map(tuple, regions or [])), origin)
         if key != self._overlay_key:
             overlay = None

@@ -34,9 +34,14 @@ def to_bgr(data: np.ndarray, white_dn: float, saturated_dn: float | None) -> np.
 
 
 def auto_white(data: np.ndarray) -> float:
-    """White level for ``auto`` scaling: the 99.9th percentile, so a hot pixel does not darken the picture."""
-    sample = data[::2, ::2] if data.size > 250_000 else data
-    return max(float(np.percentile(sample, 99.9)), 1.0)
+    """White level for ``auto`` scaling: the 99.9th percentile, so a hot pixel does not darken the picture.
+
+    Taken over every 4th pixel each way (a 640×480 frame still gives 19,200 samples):
+    exact enough for a display level, and a tenth of the cost.
+    """
+    sample = np.ravel(data[::4, ::4]) if data.size > 100_000 else np.ravel(data)
+    k = min(sample.size - 1, int(round(0.999 * (sample.size - 1))))
+    return max(float(np.partition(sample, k)[k]), 1.0)
 
 
 def encode_jpeg(bgr: np.ndarray, quality: int = 85) -> bytes:
@@ -54,6 +59,12 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def histogram(data: np.ndarray, full_dn: float, bins: int = HIST_BINS) -> dict[str, Any]:
-    """Pixel counts in ``bins`` equal bins over [0, full scale] DN (values outside are clipped into the end bins)."""
-    counts, _ = np.histogram(np.clip(data, 0, full_dn), bins=bins, range=(0.0, full_dn))
-    return {"bins": bins, "max_dn": full_dn, "counts": counts.astype(int).tolist()}
+    """Pixel counts in ``bins`` equal bins over [0, full scale] DN (values outside are counted in the end bins).
+
+    OpenCV's calcHist: a few ms for a 640×480 frame where numpy takes tens (this
+    runs for every frame a viewer sees, on the bench's machine).
+    """
+    clipped = np.clip(np.asarray(data, dtype=np.float32), 0, full_dn)
+    # the upper edge is nudged up so that exactly full scale lands in the last bin
+    counts = cv2.calcHist([clipped], [0], None, [bins], [0.0, float(full_dn) * (1 + 1e-6)]).ravel()
+    return {"bins": bins, "max_dn": full_dn, "counts": [int(c) for c in counts]}

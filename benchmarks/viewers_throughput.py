@@ -1,0 +1,161 @@
+"""Does watching the bench slow it down? Deploy throughput with 0 vs 5 live-view browsers.
+
+Runs the simulated bench in this process exactly as ``labctl serve --bench sim
+--http`` does (BenchServer + the web view's feed and HTTP thread), then times
+deploy-shaped batches: a ``run`` job of N input maps with detector regions and
+frames returned, waited for and fetched page by page, as ``labctl deploy`` does.
+
+Viewers are separate processes, like browsers: each long-polls
+``/api/frame.jpg`` again as soon as it has decoded the previous frame and fetches
+``/api/state`` twice a second, which is what the page's script does. Trials
+alternate (0, 5, 5, 0, 0, 5, ...) so slow drifts of the shared machine cancel, and
+the figure is the ratio of median throughputs measured in the same run.
+
+    .venv/bin/python benchmarks/viewers_throughput.py --images 40 --trials 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def viewer(port: int, stop: "mp.synchronize.Event", counts: "mp.sharedctypes.Synchronized",
+           cpu: "mp.sharedctypes.Synchronized") -> None:
+    """One browser: newest frame as fast as it can draw it, the state every 0.5 s."""
+    import cv2
+
+    cpu0 = time.process_time()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    seq, next_state = 0, 0.0
+    while not stop.is_set():
+        try:
+            conn.request("GET", f"/api/frame.jpg?after={seq}&scale=full")
+            r = conn.getresponse()
+            body = r.read()
+            if r.status == 200:
+                seq = int(r.getheader("X-Frame-Seq"))
+                cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)  # the browser decodes it too
+                with counts.get_lock():
+                    counts.value += 1
+            if time.monotonic() >= next_state:
+                conn.request("GET", "/api/state")
+                conn.getresponse().read()
+                next_state = time.monotonic() + 0.5
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            time.sleep(0.1)
+    conn.close()
+    with cpu.get_lock():
+        cpu.value += time.process_time() - cpu0
+
+
+def deploy_batch(client, maps: np.ndarray, regions: list[list[int]]) -> tuple[float, float]:
+    """One deploy-shaped batch; returns (images per second, CPU seconds of this process per image).
+
+    This process holds the bench server, its device thread and the whole web view,
+    so its CPU time is the bench's cost, counted whatever else the machine runs.
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    job = client.run(maps, regions=regions, return_frames=True)
+    client.wait_job(job, timeout_s=600, poll_s=0.05)
+    records, frames = client.job_records(job)
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    assert len(records) == len(maps) and len(frames) == len(maps)
+    return len(maps) / dt, dc / len(maps)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=40, help="input maps per run job")
+    ap.add_argument("--trials", type=int, default=6, help="trials per condition (alternating)")
+    ap.add_argument("--viewers", type=int, default=5)
+    args = ap.parse_args()
+
+    from labctl.bench import open_bench
+    from labctl.client import BenchClient
+    from labctl.config import load_bench
+    from labctl.server import BenchServer
+    from labctl.web.http import HttpAddress, bind_socket
+    from labctl.web.service import WebView
+
+    cfg = load_bench("sim")
+    rng = np.random.default_rng(0)
+    ctx = mp.get_context("spawn")
+    with open_bench(cfg) as devices:
+        server = BenchServer(devices, bind="tcp://127.0.0.1:*", bench_name=cfg.name)
+        server.start()
+        web = WebView(server, bind_socket(HttpAddress("127.0.0.1", 0)), fps=10).start()
+        port = web.http.port
+        try:
+            with BenchClient(server.endpoint, timeout_s=30) as client:
+                client.acquire_lease(ttl_s=3600)
+                client.set_laser(True)
+                client.set_shutter(True)
+                shape = tuple(server.state.description["slms"][cfg.input_slm.name]["shape"])
+                regions = [[200 + 20 * (k // 5), 250 + 20 * (k % 5), 12, 12] for k in range(10)]
+                deploy_batch(client, rng.integers(0, 256, (4, *shape), dtype=np.uint8), regions)  # warm caches
+                rates: dict[int, list[float]] = {0: [], args.viewers: []}
+                cpus: dict[int, list[float]] = {0: [], args.viewers: []}
+                viewer_cpu: list[float] = []
+                frames_seen: list[int] = []
+                order = []
+                for t in range(args.trials):
+                    pair = [0, args.viewers] if t % 2 == 0 else [args.viewers, 0]
+                    order.extend(pair)
+                for n in order:
+                    maps = rng.integers(0, 256, (args.images, *shape), dtype=np.uint8)
+                    stop = ctx.Event()
+                    counts = ctx.Value("i", 0)
+                    vcpu = ctx.Value("d", 0.0)
+                    procs = [ctx.Process(target=viewer, args=(port, stop, counts, vcpu), daemon=True)
+                             for _ in range(n)]
+                    for p in procs:
+                        p.start()
+                    if n:
+                        t_wait = time.monotonic() + 30
+                        while counts.value < 2 * n and time.monotonic() < t_wait:  # every browser is watching
+                            time.sleep(0.05)
+                    drawn0 = counts.value
+                    rate, cpu = deploy_batch(client, maps, regions)
+                    drawn = counts.value - drawn0
+                    stop.set()
+                    for p in procs:
+                        p.join(10)
+                    rates[n].append(rate)
+                    cpus[n].append(cpu)
+                    if n:
+                        frames_seen.append(drawn)
+                        viewer_cpu.append(vcpu.value)
+                    print(f"  {n} viewers: {rate:6.2f} images/s, bench process {1e3 * cpu:6.1f} ms CPU/image"
+                          + (f"  ({drawn} frames drawn during the batch)" if n else ""), flush=True)
+                client.release_lease()
+        finally:
+            web.stop()
+            server.close()
+    base, watched = statistics.median(rates[0]), statistics.median(rates[args.viewers])
+    drop = 1 - watched / base
+    print(f"\nrun job of {args.images} images, {args.trials} trials each, alternating")
+    print(f"0 viewers: median {base:.2f} images/s  {[round(r, 2) for r in rates[0]]}")
+    print(f"{args.viewers} viewers: median {watched:.2f} images/s  {[round(r, 2) for r in rates[args.viewers]]}")
+    print(f"throughput ratio {watched / base:.3f} (drop {100 * drop:+.1f} %); "
+          f"frames drawn per viewer per batch: median {statistics.median(frames_seen) / args.viewers:.0f}")
+    c0, c5 = statistics.median(cpus[0]), statistics.median(cpus[args.viewers])
+    print(f"bench process CPU per image: {1e3 * c0:.1f} ms with 0 viewers, {1e3 * c5:.1f} ms with {args.viewers} "
+          f"(+{100 * (c5 / c0 - 1):.1f} %); the {args.viewers} viewer processes used "
+          f"{statistics.median(viewer_cpu):.2f} CPU s per batch in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
