@@ -234,6 +234,7 @@ def train(config_file: Path | None, resume: bool, **flags: Any) -> None:
     extra = {"confidence": confidence_study(scores, data.test_labels, softmax_scale=config.softmax_scale)}
     write_artifact(result, config, folder, data, slm_names=slm_names, extra_metrics=extra)
     seconds = sum(h["seconds"] for h in result.history)
+    cpu = sum(h.get("cpu_seconds", 0.0) for h in result.history)
     click.echo(f"{folder}: test accuracy {result.test_accuracy:.4f} on {len(data.test_labels)} {data.name} images "
                f"({'hard device levels' if config.method != 'full' else 'unconstrained phase'}), "
-               f"{len(result.history)} epochs in {seconds:.0f} s")
+               f"{len(result.history)} epochs in {seconds:.0f} s ({cpu:.0f} s CPU)")
