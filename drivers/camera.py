@@ -232,8 +232,8 @@ class Camera(ABC):
                 f"camera is at {self._exposure_s:g} s / {self._gain_db:g} dB; set a new dark frame (or set_dark(None))"
             )
         x, y, w, h = self._roi
-        acc = np.zeros((h, w), dtype=np.float64)
-        peak = np.zeros((h, w), dtype=np.float64)
+        acc: np.ndarray | None = None
+        peak: np.ndarray | None = None
         stamp = 0.0
         for _ in range(int(n_average)):
             raw = self._grab_raw()
@@ -243,11 +243,16 @@ class Camera(ABC):
                     f"{self.sensor_shape[1]}x{self.sensor_shape[0]} (check the configured resolution)"
                 )
             crop = raw[y : y + h, x : x + w]
-            acc += crop
-            np.maximum(peak, crop, out=peak)
+            if acc is None or peak is None:
+                # float64 sums stay exact for any realistic number of 16-bit frames
+                acc, peak = crop.astype(np.float64), crop.copy()
+            else:
+                acc += crop
+                np.maximum(peak, crop, out=peak)
             stamp = time.time()
+        assert acc is not None and peak is not None
         self._grabs += n_average
-        data = acc / n_average
+        data = acc / n_average if n_average > 1 else acc
         if dark is not None:
             data -= dark.data
         return Frame(

@@ -24,9 +24,14 @@ import numpy as np
 
 from drivers.errors import DeviceError
 from drivers.slm import Slm
+from drivers.x11_readback import ScreenReader
 
 # How long the window system may take to map and place the window.
 _PLACE_TIMEOUT_S = 3.0
+# Time given to the window system to map and expose a new window.
+_EXPOSE_S = 0.15
+# How long a shown map may take to appear in the X server's screen.
+_VERIFY_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,17 +116,23 @@ class HdmiSlm(Slm):
 
     ``screen_shape`` (rows, cols) must equal the monitor's resolution: the bench file
     states what the SLM is, and a different monitor on that output is refused.
+    With ``verify`` (default) every map is read back from the X server and must
+    match exactly before ``show`` returns; a window Qt failed to paint is rebuilt
+    once, then the map is refused with a DeviceError.
     """
 
     driver_name = "hdmi"
 
     def __init__(self, name: str, monitor: int | str, roi: tuple[int, int, int, int], screen_shape: tuple[int, int],
-                 pitch_m: float, settle_s: float = 0.1):
+                 pitch_m: float, settle_s: float = 0.1, verify: bool = True):
         super().__init__(name, roi, screen_shape, pitch_m, settle_s)
         self.monitor = monitor
+        self.verify = verify
         self._window = f"labctl-slm-{name}"
         self._screen: np.ndarray | None = None
         self._placed: MonitorInfo | None = None
+        self._reader: ScreenReader | None = None
+        self._rebuilds = 0
 
     def _where(self) -> str:
         return f"SLM {self.name!r} (monitor {self.monitor!r})"
@@ -139,34 +150,50 @@ class HdmiSlm(Slm):
                 f"{self._where()}: monitor {m.name!r} is {m.width}x{m.height} but the bench says the SLM is "
                 f"{cols}x{rows}; wrong monitor or wrong resolution setting"
             )
-        import cv2
-
         self._screen = np.zeros((rows, cols, 3), dtype=np.uint8)
-        cv2.namedWindow(self._window, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         try:
-            cv2.moveWindow(self._window, m.x, m.y)
-            cv2.setWindowProperty(self._window, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
-            cv2.imshow(self._window, self._screen)
-            deadline = time.monotonic() + _PLACE_TIMEOUT_S
-            want = (m.x, m.y, m.width, m.height)
-            rect = None
-            while time.monotonic() < deadline:
-                cv2.waitKey(10)
-                rect = tuple(cv2.getWindowImageRect(self._window))
-                if rect == want:
-                    break
-                cv2.moveWindow(self._window, m.x, m.y)
-            if rect != want:
-                raise DeviceError(
-                    f"{self._where()}: window geometry {list(rect or ())} (x, y, w, h) is not the monitor's "
-                    f"{list(want)}; refusing to show maps that would be offset or scaled"
-                )
+            self._place(m)
+            if self.verify:
+                self._reader = ScreenReader()
         except BaseException:
             self._close_hw()
             raise
         self._placed = m
 
+    def _place(self, m: MonitorInfo) -> None:
+        """Create the window on monitor ``m`` and check its geometry."""
+        import cv2
+
+        assert self._screen is not None
+        cv2.namedWindow(self._window, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        cv2.moveWindow(self._window, m.x, m.y)
+        cv2.setWindowProperty(self._window, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
+        cv2.imshow(self._window, self._screen)
+        deadline = time.monotonic() + _PLACE_TIMEOUT_S
+        want = (m.x, m.y, m.width, m.height)
+        rect = None
+        while time.monotonic() < deadline:
+            cv2.waitKey(10)
+            rect = tuple(cv2.getWindowImageRect(self._window))
+            if rect == want:
+                break
+            cv2.moveWindow(self._window, m.x, m.y)
+        if rect != want:
+            raise DeviceError(
+                f"{self._where()}: window geometry {list(rect or ())} (x, y, w, h) is not the monitor's "
+                f"{list(want)}; refusing to show maps that would be offset or scaled"
+            )
+        # Qt maps and exposes the window asynchronously; give it time, then paint again.
+        settle = time.monotonic() + _EXPOSE_S
+        while time.monotonic() < settle:
+            cv2.waitKey(10)
+        cv2.imshow(self._window, self._screen)
+        cv2.waitKey(1)
+
     def _close_hw(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._screen is None:
             return
         import cv2
@@ -178,6 +205,21 @@ class HdmiSlm(Slm):
             pass
         self._screen = None
         self._placed = None
+
+    def _on_screen(self, gray: np.ndarray) -> int:
+        """How many ROI pixels the X server holds differently from ``gray`` (0 = exact)."""
+        assert self._reader is not None and self._placed is not None
+        x, y, w, h = self.roi
+        rgb = self._reader.read(self._placed.x + x, self._placed.y + y, w, h)
+        return int(np.count_nonzero((rgb != gray[:, :, None]).any(axis=2)))
+
+    def _wait_visible(self, gray: np.ndarray) -> int:
+        import cv2
+
+        deadline = time.monotonic() + _VERIFY_TIMEOUT_S
+        while (wrong := self._on_screen(gray)) and time.monotonic() < deadline:
+            cv2.waitKey(1)
+        return wrong
 
     def _write_hw(self, gray: np.ndarray) -> None:
         import cv2
@@ -194,6 +236,21 @@ class HdmiSlm(Slm):
                 f"{self._where()}: window moved or resized to {list(rect)} (x, y, w, h), expected "
                 f"{[m.x, m.y, m.width, m.height]}; the map on screen cannot be trusted"
             )
+        if self._reader is None:
+            return
+        wrong = self._wait_visible(gray)
+        if wrong:
+            # Seen under Xvfb: now and then Qt never paints a new window. Rebuild it once.
+            self._rebuilds += 1
+            cv2.destroyWindow(self._window)
+            cv2.waitKey(1)
+            self._place(m)
+            wrong = self._wait_visible(gray)
+        if wrong:
+            raise DeviceError(
+                f"{self._where()}: {wrong} of {w * h} ROI pixels on the X screen differ from the map "
+                f"{_VERIFY_TIMEOUT_S:g} s after showing it; the display path scales, dithers or is stuck"
+            )
 
     def _idle(self, seconds: float) -> None:
         import cv2
@@ -209,4 +266,6 @@ class HdmiSlm(Slm):
         if self._placed is not None:
             m = self._placed
             s["monitor_geometry"] = [m.x, m.y, m.width, m.height]
+        s["verified"] = self._reader is not None
+        s["window_rebuilds"] = self._rebuilds
         return s

@@ -19,7 +19,7 @@ import torch
 from drivers.errors import DeviceError
 from drivers.sim.truth import CameraTruth, LaserTruth, ShutterTruth, SlmTruth
 from sims.errors import SimulationError
-from sims.optics import propagate
+from sims.optics import check_sampling, propagate
 
 # |E|² = 1 per SLM pixel is the unmodulated beam at this laser power.
 REFERENCE_POWER_W = 1e-3
@@ -113,6 +113,11 @@ class SimWorld:
                 f"simulated bench: {len(self._layers)} layer SLMs need {len(self._layers) + 1} distances, "
                 f"got {len(self._distances_m)}"
             )
+        for z in self._distances_m:
+            try:
+                check_sampling(self._shape, z, self._pitch_m, self._wavelength_m, self._method, self._pad_factor)
+            except SimulationError as e:
+                raise DeviceError(f"simulated bench cannot propagate: {e}") from None
 
     # -- state the devices change ---------------------------------------------
 

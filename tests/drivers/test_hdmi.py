@@ -149,3 +149,29 @@ def test_wrong_map_is_refused_and_screen_unchanged(xvfb):
         with pytest.raises(DeviceError, match="expected dtype uint8"):
             slm.show(np.zeros((40, 50), np.uint16))
         assert (screen_when(xvfb, lambda s: (s[:40, :50, 0] == 77).all())[:40, :50, 0] == 77).all()
+
+
+@pytest.mark.display
+def test_map_that_never_reaches_the_screen_is_refused(xvfb, monkeypatch):
+    import cv2
+
+    with HdmiSlm("slm0", 0, (0, 0, 50, 40), SCREEN, 8e-6, 0.0) as slm:
+        slm.show(np.full((40, 50), 200, np.uint8))
+        # A display path that dithers: every pixel comes out one level off.
+        real = cv2.imshow
+        monkeypatch.setattr(cv2, "imshow", lambda name, img: real(name, img ^ 1))
+        with pytest.raises(DeviceError, match=r"2000 of 2000 ROI pixels on the X screen differ from the map"):
+            slm.show(np.full((40, 50), 100, np.uint8))
+        assert slm.status()["window_rebuilds"] == 1
+        monkeypatch.undo()
+
+
+@pytest.mark.display
+def test_verified_show_returns_only_when_the_pixels_are_on_screen(xvfb):
+    rng = np.random.default_rng(9)
+    with HdmiSlm("slm0", 0, (200, 100, 64, 64), SCREEN, 8e-6, 0.0) as slm:
+        assert slm.status()["verified"]
+        for _ in range(5):
+            gray = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+            slm.show(gray)
+            np.testing.assert_array_equal(grab_screen(xvfb)[100:164, 200:264, 0], gray)

@@ -165,3 +165,11 @@ def test_sim_camera_needs_sim_slms(tmp_path):
     p.write_text(text)
     with pytest.raises(ConfigError, match="a simulated camera needs every SLM simulated"):
         open_bench(load_bench(p))
+
+
+def test_undersampled_sim_bench_is_refused_when_built(tmp_path):
+    text = BASE.format(laser=SIM_LASER, shutter="", camera=SIM_CAMERA, truth="")
+    p = tmp_path / "far.toml"
+    p.write_text(text.replace("distances_m = [0.005, 0.005]", "distances_m = [0.05, 0.05]"))
+    with pytest.raises(DeviceError, match=r"simulated bench cannot propagate: grid too coarse .* z=0.05 m"):
+        open_bench(load_bench(p))
