@@ -45,6 +45,10 @@ class Quantizer(torch.nn.Module):
     def set_progress(self, epoch: float, epochs: int) -> None:
         """Update schedules; ``epoch`` is fractional (0 at the start, ``epochs`` at the end)."""
 
+    def regularizer(self) -> torch.Tensor | None:
+        """A term the trainer adds to the loss (e.g. PSQ-LT's temperature push); None = nothing."""
+        return None
+
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
