@@ -31,15 +31,6 @@ from labctl.bench import open_bench  # noqa: E402
 from labctl.config import load_bench  # noqa: E402
 
 
-def median_ms(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench", default="sim")
@@ -54,6 +45,11 @@ def main() -> None:
     padded = torch.ones((rows * cfg.pad_factor, cols * cfg.pad_factor), dtype=torch.complex64)
     maps = [upsample_map(rng.integers(0, 256, cfg.size, dtype=np.uint8), cfg.input_slm.upsample) for _ in range(8)]
 
+    def fft_pair() -> None:
+        torch.fft.ifft2(torch.fft.fft2(padded))
+
+    # Interleaved, so that the baseline and the frames see the same machine load.
+    t_fft, t_cold, t_warm, t_show = [], [], [], []
     with open_bench(cfg) as b:
         b.laser.on()
         if b.shutter is not None:
@@ -61,27 +57,23 @@ def main() -> None:
         b.input_slm.show(np.full(b.input_slm.shape, 255, np.uint8))
         for s in b.layer_slms:
             s.show(maps[0])
-        k = iter(range(10**9))
-
-        def cold() -> None:
-            b.layer_slms[0].show(maps[next(k) % len(maps)])
+        for i in range(args.n + 5):
+            t0 = time.perf_counter()
+            fft_pair()
+            t1 = time.perf_counter()
+            b.layer_slms[0].show(maps[i % len(maps)])
             b.camera.grab()
-
-        def show_only() -> None:
-            b.layer_slms[0].show(maps[next(k) % len(maps)])
-
-        for _ in range(5):
-            cold()
-        t_cold = median_ms(cold, args.n)
-        t_warm = median_ms(b.camera.grab, args.n)
-        t_show = median_ms(show_only, args.n)
-
-    def fft_pair() -> None:
-        torch.fft.ifft2(torch.fft.fft2(padded))
-
-    for _ in range(5):
-        fft_pair()
-    t_fft = median_ms(fft_pair, args.n * 4)
+            t2 = time.perf_counter()
+            b.camera.grab()
+            t3 = time.perf_counter()
+            b.layer_slms[1].show(maps[(i + 3) % len(maps)])
+            t4 = time.perf_counter()
+            if i >= 5:  # warm-up: transfer functions get cached
+                t_fft.append(t1 - t0)
+                t_cold.append(t2 - t1)
+                t_warm.append(t3 - t2)
+                t_show.append(t4 - t3)
+    t_fft, t_cold, t_warm, t_show = (statistics.median(v) * 1e3 for v in (t_fft, t_cold, t_warm, t_show))
     n_prop = len(cfg.distances_m)
 
     print(f"bench {cfg.name}: ROI {rows}x{cols} SLM px, pad {cfg.pad_factor}, {n_prop} propagations, "

@@ -244,19 +244,20 @@ class Camera(ABC):
                 )
             crop = raw[y : y + h, x : x + w]
             if acc is None or peak is None:
-                # float64 sums stay exact for any realistic number of 16-bit frames
-                acc, peak = crop.astype(np.float64), crop.copy()
+                # float64 sums stay exact for any realistic number of 16-bit frames;
+                # a single frame converts to float32 exactly and directly.
+                acc, peak = crop.astype(np.float64 if n_average > 1 else np.float32), crop
             else:
                 acc += crop
-                np.maximum(peak, crop, out=peak)
+                peak = np.maximum(peak, crop)
             stamp = time.time()
         assert acc is not None and peak is not None
         self._grabs += n_average
-        data = acc / n_average if n_average > 1 else acc
+        data = (acc / n_average).astype(np.float32) if n_average > 1 else acc
         if dark is not None:
-            data -= dark.data
+            data = data - dark.data
         return Frame(
-            data=data.astype(np.float32),
+            data=data,
             timestamp=stamp,
             exposure_s=self._exposure_s,
             gain_db=self._gain_db,

@@ -236,7 +236,7 @@ class HdmiSlm(Slm):
                 f"{self._where()}: window moved or resized to {list(rect)} (x, y, w, h), expected "
                 f"{[m.x, m.y, m.width, m.height]}; the map on screen cannot be trusted"
             )
-        if self._reader is None:
+        if self._reader is None or not self.verify:
             return
         wrong = self._wait_visible(gray)
         if wrong:
@@ -266,6 +266,6 @@ class HdmiSlm(Slm):
         if self._placed is not None:
             m = self._placed
             s["monitor_geometry"] = [m.x, m.y, m.width, m.height]
-        s["verified"] = self._reader is not None
+        s["verified"] = self._reader is not None and self.verify
         s["window_rebuilds"] = self._rebuilds
         return s

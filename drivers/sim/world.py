@@ -62,6 +62,8 @@ class SimWorld:
         self._method = method
         self._pad_factor = int(pad_factor)
         self._rng = np.random.default_rng(seed)
+        # Per-pixel noise comes from torch's generator: faster than numpy's for a full frame.
+        self._noise = torch.Generator().manual_seed(int(seed))
         self._input: _Plane | None = None
         self._layers: list[_Plane] = []
         self._camera: CameraTruth = CameraTruth()
@@ -164,7 +166,10 @@ class SimWorld:
             warp = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             phase = cv2.warpAffine(phase, m, (cols, rows), **warp)
             amp = cv2.warpAffine(amp, m, (cols, rows), **warp)
-        return (amp * np.exp(1j * phase)).astype(np.complex64)
+        t = np.empty(self._shape, dtype=np.complex64)
+        t.real = amp * np.cos(phase)
+        t.imag = amp * np.sin(phase)
+        return t
 
     def _light_on(self) -> bool:
         return self._laser_on and self._shutter_open and not self._shutter.stuck
@@ -207,24 +212,29 @@ class SimWorld:
         """One raw camera frame (uint16 DN, sensor shape) of the current state, with fresh noise."""
         c = self._camera
         srows, scols = sensor_shape
-        electrons = np.zeros(sensor_shape, dtype=np.float32)
+        max_dn = (1 << bit_depth) - 1
+        dn_per_e = np.float32(max_dn / c.full_well_e * 10.0 ** (gain_db / 20.0))
+        noise = torch.randn(sensor_shape, generator=self._noise, dtype=torch.float32).numpy()
         if self._light_on():
             m, scale = self._sensor_map(sensor_shape, camera_pitch_m)
-            on_sensor = cv2.warpAffine(self._detector_intensity(), m, (scols, srows), flags=cv2.INTER_LINEAR,
+            electrons = cv2.warpAffine(self._detector_intensity(), m, (scols, srows), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             fluct = 1.0 + self._laser.relative_noise * float(self._rng.standard_normal())
             power = self._laser.power_w * (self._laser_setpoint_w / REFERENCE_POWER_W) / REFERENCE_POWER_W
             # A camera pixel collects 1/scale² of one SLM-pixel area of the detector plane.
-            gain_e = c.photons_per_s * exposure_s * power * max(fluct, 0.0) / (scale * scale)
-            electrons = on_sensor * np.float32(gain_e)
-        # Shot noise (Gaussian limit of Poisson) and read noise in one draw.
-        sigma = np.sqrt(electrons + np.float32(c.read_noise_e**2))
-        noisy = electrons + sigma * self._rng.standard_normal(sensor_shape, dtype=np.float32)
+            electrons *= np.float32(c.photons_per_s * exposure_s * power * max(fluct, 0.0) / (scale * scale))
+            # Shot noise (Gaussian limit of Poisson) and read noise in one draw, in place.
+            sigma = electrons + np.float32(c.read_noise_e**2)
+            np.sqrt(sigma, out=sigma)
+            noise *= sigma
+            noise += electrons
+        else:
+            noise *= np.float32(c.read_noise_e)
+        dn = noise
         # The well saturates; below zero is read noise around the ADC offset, clipped only in DN.
-        np.minimum(noisy, np.float32(c.full_well_e), out=noisy)
-        max_dn = (1 << bit_depth) - 1
-        dn_per_e = max_dn / c.full_well_e * 10.0 ** (gain_db / 20.0)
-        dn = noisy * np.float32(dn_per_e) + np.float32(c.dark_dn)
+        np.minimum(dn, np.float32(c.full_well_e), out=dn)
+        dn *= dn_per_e
+        dn += np.float32(c.dark_dn)
         np.rint(dn, out=dn)
         np.clip(dn, 0, max_dn, out=dn)
         return dn.astype(np.uint16)
