@@ -26,7 +26,7 @@ from labctl.options import out_option
 
 # Settings measured on the simulated bench (docs/performance.md, "Deploy and demo").
 FULL = {"epochs": 6, "average": 2, "limit": None}
-QUICK = {"epochs": 2, "average": 1, "limit": 200}
+QUICK = {"epochs": 1, "average": 1, "limit": 100}
 MODEL_NAME = "demo-gs"
 SERVER_START_S = 90.0
 

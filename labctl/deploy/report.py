@@ -158,6 +158,10 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _exposure(value: Any) -> str:
+    return f"{value * 1e3:.4g} ms" if isinstance(value, (int, float)) else "not set"
+
+
 def write_report(run: RunDir) -> dict[str, Any]:
     """Write report.md, report.json and the PNGs into the run folder; returns {metrics, report}."""
     import matplotlib
@@ -182,7 +186,7 @@ def write_report(run: RunDir) -> dict[str, Any]:
         f"- model: `{model.get('path')}` (layers sha256 `{str(model.get('sha256'))[:16]}…`)",
         f"- started {meta.get('started')}, ended {meta.get('ended')}; server instances: "
         f"{len(meta.get('servers') or [])}; resumed {meta.get('resumes', 0)} times",
-        f"- camera exposure {meta.get('exposure_s')} s; images with saturated pixels: {m['saturated_images']}",
+        f"- camera exposure {_exposure(meta.get('exposure_s'))}; images with saturated pixels: {m['saturated_images']}",
     ]
     if meta.get("forced"):
         lines.append(f"- **deployed with --force** despite: {'; '.join(meta.get('problems') or [])}")

@@ -137,10 +137,18 @@ class Deployment:
         except BenchUnreachable:
             self._reachable = False
             raise
+        except WireError:
+            # A new instance answers "no such job" to the old one's jobs: that is a restart, not a failure.
+            self._reachable = True
+            self._check_instance()
+            raise
         self._reachable = True
+        self._check_instance()
+        return out
+
+    def _check_instance(self) -> None:
         if self.server_id is not None and self.client.server_id != self.server_id:
             raise ServerRestarted(self.client.server_id)
-        return out
 
     def _prepare(self) -> None:
         """Set the bench up on whichever server instance answers now."""
@@ -293,6 +301,7 @@ class Deployment:
                     self.client.call("ping", timeout_s=1.0)
                     break
                 except BenchUnreachable:
+                    time.sleep(0.2)  # a send to no peer fails at once
                     if time.monotonic() > end:
                         self._reachable = False
                         raise BenchUnreachable(
@@ -309,6 +318,8 @@ class Deployment:
                         pass
                 self._inflight_jobs = []
                 return
+            self.echo(f"the bench server restarted (now {str(self.client.server_id)[:8]}); setting it up again, "
+                      f"{left} images to go")
         self.server_id = None
         self._prepare()
 
