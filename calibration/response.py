@@ -65,11 +65,14 @@ def _scan(acq: Acquisition, slm: str, shape: tuple[int, int], fp: Any) -> int:
         while saturated:
             acq.set_exposure(acq.exposure_s / 2)
             data, saturated = acq.grab(1)
-        norm = fp.take(bin_frame(data)).astype(np.float64) / acq.exposure_s
+        norm = fp.take(bin_frame(data)).astype(np.float64)
+        # Normalised to unit total: laser drift must not look like modulation.
+        norm /= max(float(norm.sum()), 1e-30)
         if g in frames and repeat is None:
             repeat = norm
-        frames[g] = norm
-        totals[g] = float(norm.sum())
+        else:
+            frames[g] = norm
+        totals[g] = float(data.sum()) / acq.exposure_s
     assert repeat is not None
     noise = float(np.sqrt(np.mean((repeat - frames[SCAN_GRAYS[0]]) ** 2)))
     change = max(float(np.sqrt(np.mean((f - frames[SCAN_GRAYS[0]]) ** 2))) for f in frames.values())

@@ -166,7 +166,8 @@ class SplitModel:
         """Reduce frames ``y`` (n, P) to the statistics the fit needs (done once)."""
         b = self.images
         y = np.asarray(y, dtype=np.float64)
-        return Sufficient(b @ b.T, b.sum(axis=1), y @ b.T, y.sum(axis=1), np.einsum("ij,ij->i", y, y), y.shape[1])
+        return Sufficient(_mm(b, b.T), b.sum(axis=1), _mm(y, b.T), y.sum(axis=1), np.einsum("ij,ij->i", y, y),
+                          y.shape[1])
 
     def transmissions(self, rho: np.ndarray, delta: np.ndarray, sigma: float, shift: float,
                       turns: np.ndarray | None = None) -> np.ndarray:
@@ -177,7 +178,7 @@ class SplitModel:
         which may wind more than half a turn.
         """
         z = (self.positions - shift) / (np.sqrt(2.0) * max(sigma, 1e-3))
-        w = 0.5 * (1.0 + np.vectorize(math.erf)(z))  # 0 left of the line, 1 right of it
+        w = 0.5 * (1.0 + np.array([math.erf(v) for v in z]))  # 0 left of the line, 1 right of it
         rho = np.asarray(rho, dtype=np.float64)[:, None]
         delta = np.asarray(delta, dtype=np.float64)[:, None]
         path = delta if turns is None else delta + 2 * np.pi * np.asarray(turns, dtype=np.float64)[:, None]
@@ -195,6 +196,12 @@ class SplitModel:
         inter[:, 1::2] = prod.imag
         out.append(inter)
         return np.concatenate(out, axis=1)
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Matrix product through torch, whose thread count the caller controls (``torch.set_num_threads``);
+    numpy's BLAS would spawn a thread per core, which on a loaded machine is several times slower."""
+    return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
 
 
 @dataclass
@@ -231,9 +238,9 @@ def _solve_levels(model: SplitModel, st: Sufficient, rho: np.ndarray, delta: np.
 
     def linear(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Best scale and stray light for fixed shape, and the resulting cost."""
-        aa = np.einsum("nk,kl,nl->n", w, g, w)
+        aa = (_mm(w, g) * w).sum(axis=1)
         a1 = w @ bs
-        ay = np.einsum("nk,nk->n", w, st.h)
+        ay = (w * st.h).sum(axis=1)
         det = aa * p - a1 * a1
         det = np.where(np.abs(det) < 1e-300, 1e-300, det)
         s = (ay * p - a1 * st.ysum) / det
@@ -248,15 +255,15 @@ def _solve_levels(model: SplitModel, st: Sufficient, rho: np.ndarray, delta: np.
         w, dw_r, dw_d = parts(rho, delta)
         # Columns of J in product-image coordinates: d/dS, d/dρ, d/dΔ, and the constant (d/db).
         d = np.stack([w, s[:, None] * dw_r, s[:, None] * dw_d], axis=1)  # (n, 3, K)
-        gd = np.einsum("nak,kl->nal", d, g)
-        jtj[:, :3, :3] = np.einsum("nal,nbl->nab", gd, d)
+        gd = _mm(d, g)
+        jtj[:, :3, :3] = _mm(gd, d.transpose(0, 2, 1))
         jtj[:, :3, 3] = jtj[:, 3, :3] = d @ bs
         jtj[:, 3, 3] = p
-        resid_proj = st.h - s[:, None] * np.einsum("nk,kl->nl", w, g) - b[:, None] * bs[None]
+        resid_proj = st.h - s[:, None] * _mm(w, g) - b[:, None] * bs[None]
         jtr = np.empty((n, 4))
-        jtr[:, :3] = np.einsum("nak,nk->na", d, resid_proj)
+        jtr[:, :3] = _mm(d, resid_proj[:, :, None])[:, :, 0]
         jtr[:, 3] = st.ysum - s * (w @ bs) - b * p
-        damp = jtj + lam[:, None, None] * np.einsum("nii->ni", jtj)[:, :, None] * np.eye(4)[None]
+        damp = jtj + lam[:, None, None] * np.diagonal(jtj, axis1=1, axis2=2)[:, :, None] * np.eye(4)[None]
         step = np.linalg.solve(damp, jtr[..., None])[..., 0]
         r_new = np.clip(rho + step[:, 1], 0.0, None)
         d_new = delta + step[:, 2]
