@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from sims.quantizers import QUANTIZERS, Fixed
 from sims.quantizers.schedules import Schedule
 
 LOSSES = ("mse", "ce")
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -41,6 +43,7 @@ class TrainConfig:
     method: str = "gs"
     epochs: int = 10
     lr: float = 0.5
+    lr_schedule: str = "constant"  # "cosine": lr·(1 + cos(π·progress))/2 over the run
     batch_size: int = 32
     loss: str = "mse"
     schedule: Schedule = field(default_factory=lambda: Schedule("linear"))
@@ -55,6 +58,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in QUANTIZERS:
             raise SimulationError(f"unknown method {self.method!r}; expected one of {', '.join(QUANTIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SimulationError(f"unknown lr schedule {self.lr_schedule!r}; "
+                                  f"expected one of {', '.join(LR_SCHEDULES)}")
         if self.loss not in LOSSES:
             raise SimulationError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
         if len(self.levels) != self.geometry.layers:
@@ -204,6 +210,10 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
         for step in range(steps):
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             model.set_progress(epoch + step / steps, config.epochs)
+            if config.lr_schedule == "cosine":
+                progress = (epoch + step / steps) / config.epochs
+                for group in opt.param_groups:
+                    group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * progress))
             scores = model(images[batch])
             loss = loss_fn(scores, labels[batch], config.loss, config.softmax_scale)
             terms = [r for q in model.layers if (r := q.regularizer()) is not None]
@@ -245,6 +255,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: str | Path
         "split": data.split,
         "seed": config.seed,
         "lr": config.lr,
+        "lr_schedule": config.lr_schedule,
         "batch_size": config.batch_size,
         "loss": config.loss,
         "optimizer": "adam",

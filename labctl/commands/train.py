@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "gs",
     "epochs": 12,
     "lr": 0.1,
+    "lr_schedule": "constant",
     "batch_size": 32,
     "loss": "ce",
     "schedule": "linear",
@@ -46,7 +47,8 @@ DEFAULTS: dict[str, Any] = {
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "preset": (str,), "bench": (str,), "calibration": (str, list), "ideal": (bool,), "levels": (int,),
-    "method": (str,), "epochs": (int,), "lr": (int, float), "batch_size": (int,), "loss": (str,),
+    "method": (str,), "epochs": (int,), "lr": (int, float), "lr_schedule": (str,), "batch_size": (int,),
+    "loss": (str,),
     "schedule": (str,), "tau_start": (int, float), "tau_end": (int, float), "tau_rate": (int, float),
     "init_std": (int, float), "softmax_scale": (int, float), "input_size": (int,), "dataset": (str,),
     "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,), "threads": (int,),
@@ -147,6 +149,8 @@ def _levels(settings: dict[str, Any], layers: int):
               help="gs: Gumbel-Softmax on the measured levels; full: unconstrained phase reference.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default 12).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+              help="Learning-rate schedule: constant, or cosine decay to 0 over the run.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (default 32).")
 @click.option("--loss", type=click.Choice(["mse", "ce"]), default=None,
               help="mse on normalized detector scores (paper) or cross-entropy (default).")
@@ -195,7 +199,7 @@ def train(config_file: Path | None, resume: bool, **flags: Any) -> None:
         data = load_dataset("mnist-5k")
     config = TrainConfig(
         geometry=geometry, levels=levels, method=settings["method"], epochs=settings["epochs"], lr=settings["lr"],
-        batch_size=settings["batch_size"], loss=settings["loss"],
+        lr_schedule=settings["lr_schedule"], batch_size=settings["batch_size"], loss=settings["loss"],
         schedule=Schedule(settings["schedule"], start=settings["tau_start"], end=settings["tau_end"],
                           rate=settings["tau_rate"]),
         seed=settings["seed"], init_std=settings["init_std"], softmax_scale=settings["softmax_scale"],
