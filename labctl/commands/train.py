@@ -24,17 +24,17 @@ DEFAULTS: dict[str, Any] = {
     "ideal": False,
     "levels": 8,
     "method": "gs",
-    "epochs": 12,
-    "lr": 0.1,
-    "lr_schedule": "constant",
-    "batch_size": 32,
+    "epochs": 16,
+    "lr": None,  # per method: LR_DEFAULTS
+    "lr_schedule": "cosine",
+    "batch_size": 16,
     "loss": "ce",
     "schedule": "linear",
-    "tau_start": 50.0,
-    "tau_end": 1.0,
+    "tau_start": 5.0,
+    "tau_end": 0.5,
     "tau_rate": None,
     "init_std": 1.0,
-    "softmax_scale": 10.0,
+    "softmax_scale": 20.0,
     "input_size": None,
     "dataset": "mnist-5k",
     "data_dir": None,
@@ -53,6 +53,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "init_std": (int, float), "softmax_scale": (int, float), "input_size": (int,), "dataset": (str,),
     "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,), "threads": (int,),
 }
+
+
+# Tuned on the bench preset within a 10-minute CPU budget (docs/results.md): logits
+# need bigger steps than phases.
+LR_DEFAULTS = {"gs": 0.3, "full": 0.1}
 
 
 def shipped_response() -> Path:
@@ -147,15 +152,16 @@ def _levels(settings: dict[str, Any], layers: int):
 @click.option("--levels", type=click.IntRange(2, 256), default=None, help="Levels K per SLM (default 8).")
 @click.option("--method", type=click.Choice(["gs", "full"]), default=None,
               help="gs: Gumbel-Softmax on the measured levels; full: unconstrained phase reference.")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default 12).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default 16).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate (default 0.3 for gs, 0.1 for full).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
-              help="Learning-rate schedule: constant, or cosine decay to 0 over the run.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (default 32).")
+              help="Learning-rate schedule: cosine decay to 0 over the run (default) or constant.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (default 16).")
 @click.option("--loss", type=click.Choice(["mse", "ce"]), default=None,
               help="mse on normalized detector scores (paper) or cross-entropy (default).")
 @click.option("--schedule", type=click.Choice(["static", "linear", "cosine", "step"]), default=None,
-              help="Gumbel-Softmax temperature schedule (default linear).")
+              help="Gumbel-Softmax temperature schedule (default linear, 5 → 0.5 over the run).")
 @click.option("--tau-start", type=click.FloatRange(min=0, min_open=True), default=None, help="First temperature.")
 @click.option("--tau-end", type=click.FloatRange(min=0, min_open=True), default=None, help="Last temperature.")
 @click.option("--tau-rate", type=click.FloatRange(min=0), default=None,
@@ -173,7 +179,17 @@ def _levels(settings: dict[str, Any], layers: int):
 @click.option("--seed", "seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in the model folder.")
 @click.option("--threads", type=click.IntRange(0), default=None, help="Torch CPU threads (0: torch default).")
-def train(config_file: Path | None, resume: bool, **flags: Any) -> None:
+@click.option("--twin", "twin_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Train on a refined twin (<bench>.twin.json from `labctl refine`); recorded in model.json.")
+@click.option("--in-situ", "in_situ", metavar="ENDPOINT", default=None,
+              help="Physics-aware training on the bench server at ENDPOINT: captured scores forward, the twin's "
+                   "gradient backward (docs/hil.md). Needs --init and --bench.")
+@click.option("--init", "init_model", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --in-situ: the trained model to start from.")
+@click.option("--images", "insitu_images", type=click.IntRange(1), default=None,
+              help="With --in-situ: training images per epoch (default 256); bench frames = epochs x images.")
+def train(config_file: Path | None, resume: bool, twin_file: Path | None = None, in_situ: str | None = None,
+          init_model: Path | None = None, insitu_images: int | None = None, **flags: Any) -> None:
     from labctl.progress import progress
     from sims.data import download, load_dataset
     from sims.quantizers.schedules import Schedule
@@ -198,7 +214,8 @@ def train(config_file: Path | None, resume: bool, **flags: Any) -> None:
     else:
         data = load_dataset("mnist-5k")
     config = TrainConfig(
-        geometry=geometry, levels=levels, method=settings["method"], epochs=settings["epochs"], lr=settings["lr"],
+        geometry=geometry, levels=levels, method=settings["method"], epochs=settings["epochs"],
+        lr=settings["lr"] if settings["lr"] is not None else LR_DEFAULTS.get(settings["method"], 0.1),
         lr_schedule=settings["lr_schedule"], batch_size=settings["batch_size"], loss=settings["loss"],
         schedule=Schedule(settings["schedule"], start=settings["tau_start"], end=settings["tau_end"],
                           rate=settings["tau_rate"]),
@@ -207,6 +224,19 @@ def train(config_file: Path | None, resume: bool, **flags: Any) -> None:
     name = settings["name"] or f"{settings['preset'] or ('bench' if not settings['bench'] else 'custom')}-" \
                                f"{settings['method']}"
     folder = Path(settings["out"]) / name
+    if in_situ is not None:
+        from labctl.hil.insitu import train_in_situ_cli
+
+        train_in_situ_cli(in_situ, settings, geometry, slm_names, data, folder, twin_file, init_model,
+                          insitu_images, resume)
+        return
+    if init_model is not None or insitu_images is not None:
+        raise UsageError("--init and --images belong to --in-situ training")
+    init = None
+    if twin_file is not None:
+        from labctl.hil.twin import twin_init
+
+        init = twin_init(twin_file, geometry)
     steps = (len(data.train_labels) + config.batch_size - 1) // config.batch_size
     bar = progress(total=config.epochs * steps, desc=f"train {name}", unit="step")
     last: dict[str, Any] = {}
@@ -231,12 +261,16 @@ def train(config_file: Path | None, resume: bool, **flags: Any) -> None:
                    err=True)
 
     try:
-        result = run_training(config, data, folder, resume=resume, on_step=on_step, on_epoch=on_epoch)
+        result = run_training(config, data, folder, resume=resume, on_step=on_step, on_epoch=on_epoch, init=init)
     finally:
         bar.close()
     scores = predict_scores(result.model, data.test_images)
     extra = {"confidence": confidence_study(scores, data.test_labels, softmax_scale=config.softmax_scale)}
     write_artifact(result, config, folder, data, slm_names=slm_names, extra_metrics=extra)
+    if twin_file is not None:
+        from labctl.hil.twin import record_twin
+
+        record_twin(folder, twin_file)
     seconds = sum(h["seconds"] for h in result.history)
     cpu = sum(h.get("cpu_seconds", 0.0) for h in result.history)
     click.echo(f"{folder}: test accuracy {result.test_accuracy:.4f} on {len(data.test_labels)} {data.name} images "
