@@ -110,7 +110,7 @@ def _run(command: Any, args: list[str], stage: str) -> None:
                     "camera, train a model on those calibrations, deploy it, and write the bench-vs-twin report.")
 @out_option("demo", "Folder for the calibrations, model, run and report.")
 @click.option("--quick", is_flag=True, help=f"Fewer epochs and {QUICK['limit']} test images (a smoke test).")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default 6, quick 2).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help=f"Training epochs (default {FULL['epochs']}, quick {QUICK['epochs']}).")
 def demo(out: Path, quick: bool, epochs: int | None) -> None:
     check_pieces()
     from labctl.commands.calibrate import calibrate

@@ -25,7 +25,7 @@ from labctl.options import bench_option, endpoint_option, out_option
 @click.option("--calibrations", "cal_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("calibrations"),
               show_default=True, help="The bench's calibrations: <slm>.cal.json per SLM and the camera registration.")
 @out_option("runs", "Folder that receives the run folder.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Run only the first N test images.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Run N test images, spread evenly over the split (default: all 1,000).")
 @click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder where it stopped (MODEL may be omitted).")
 @click.option("--force", is_flag=True, help="Deploy even if the model's calibrations or geometry differ from the bench's.")
