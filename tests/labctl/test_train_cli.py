@@ -130,3 +130,12 @@ def test_evaluate_missing_or_broken_model(tmp_path, capsys) -> None:
     (tmp_path / "m" / "model.json").write_text('{"schema": "other"}')
     assert cli.main(["evaluate", str(tmp_path / "m")]) == EXIT_USAGE
     assert "labctl.model/1" in capsys.readouterr().err
+
+
+def test_bench_sim_and_bench_preset_are_the_same_twin() -> None:
+    from labctl.commands.train import DEFAULTS, _geometry
+    from sims.donn import preset
+
+    from_bench, names = _geometry({**DEFAULTS, "bench": "sim"})
+    assert from_bench == preset("bench")
+    assert names == ["slm1", "slm2", "slm3"]
