@@ -79,7 +79,7 @@ def create_app(feed: LiveFeed, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) ->
 
     async def state(request: Request) -> Response:
         feed.touch()
-        return JSONResponse(feed.snapshot(), headers=NO_STORE)
+        return Response(feed.state_json(), media_type="application/json", headers=NO_STORE)
 
     wake = _FrameWake(feed)
 

@@ -10,6 +10,7 @@ an unwatched live view costs the bench nothing at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -62,6 +63,7 @@ class LiveFeed:
         self._maps_raw: dict[str, np.ndarray] = {}
         self._scale_until = {"full": float("inf"), "auto": 0.0}  # "full" is the page's default: always ready
         self._listeners: list[Callable[[], None]] = []
+        self._state_cache: tuple[Any, bytes] | None = None
         self._lock = threading.Lock()
         self._frame = FrameSlot()
         self._maps: dict[str, bytes] = {}
@@ -173,6 +175,17 @@ class LiveFeed:
                 "time_unix": time.time(),
             }
 
+    def state_json(self) -> bytes:
+        """:meth:`snapshot` as JSON bytes, encoded once per change however many viewers ask."""
+        key = (id(self._status), self._frame.seq, self._maps_meta.get("seq"), id(self._artifacts),
+               id(self._overlay), self._error, id(self._hello))
+        cached = self._state_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        body = json.dumps(self.snapshot(), separators=(",", ":"), allow_nan=False).encode()
+        self._state_cache = (key, body)
+        return body
+
     def artifact_file(self, kind: str, name: str) -> Any:
         """The path of a listed calibration plot or run plot; None for anything not listed (no path tricks)."""
         with self._lock:
@@ -220,6 +233,9 @@ class LiveFeed:
     # -- the poller ----------------------------------------------------------
 
     def _run(self) -> None:
+        from labctl.web.http import lower_thread_priority
+
+        lower_thread_priority()  # rendering for viewers waits whenever the device thread needs the CPU
         client: BenchClient | None = None
         next_status = next_maps = next_artifacts = 0.0
         while not self._stop.is_set():

@@ -1,6 +1,6 @@
 // labctl live view. Frames are long-polled one at a time: the next request leaves
 // only after the last frame is drawn, so a slow browser skips frames instead of
-// queueing them. State (jobs, devices, artifacts) is polled twice a second.
+// queueing them. State (jobs, devices, artifacts) is polled once a second.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -209,7 +209,7 @@ async function stateLoop() {
       $("feed-error").hidden = false;
       $("feed-error").textContent = "live view unreachable";
     }
-    await sleep(500);
+    await sleep(1000);
   }
 }
 
