@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "experiment": ("labctl.commands.experiment", "experiment", "Run a grid of training methods and compare them."),
     "show": ("labctl.commands.show", "show", "Show a map on one SLM until Ctrl-C."),
     "view": ("labctl.commands.view", "view", "Watch a bench server's camera and SLMs in an OpenCV window."),
+    "refine": ("labctl.commands.refine", "refine", "Fit the twin's alignment and camera to probe frames from the bench."),
 }
 
 

@@ -450,6 +450,13 @@ class CorrectedLayer(torch.nn.Module):
         except AttributeError:
             return getattr(self._modules["inner"], name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The trainer hands each layer its noise generator; the wrapped quantizer draws the noise.
+        if name == "noise_generator":
+            setattr(self._modules["inner"], name, value)
+        else:
+            super().__setattr__(name, value)
+
     def _warp(self, t: torch.Tensor) -> torch.Tensor:
         return warp_transmission(t, self.rot, self.shift)
 

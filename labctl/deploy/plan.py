@@ -129,7 +129,16 @@ def build_twin(plan: Plan) -> Any:
     from sims.train import model_from_layers
 
     m = plan.model
-    return model_from_layers(m.geometry, m.gray, m.transmission, m.levels)
+    model = model_from_layers(m.geometry, m.gray, m.transmission, m.levels)
+    # A model trained on a refined twin (`labctl train --twin`) is predicted with it.
+    from labctl.hil.twin import model_twin
+
+    corrections = model_twin(m.meta)
+    if corrections is not None:
+        from sims.refine import apply_twin
+
+        apply_twin(model, corrections)
+    return model
 
 
 def twin_scores(twin: Any, images: np.ndarray) -> np.ndarray:
