@@ -57,6 +57,15 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _ignore_interrupts() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @click.command(help="Show MAP (.npy uint8 or 8-bit gray PNG, exactly the ROI size) on one SLM until Ctrl-C.")
 @bench_option()
 @click.option("--slm", "slm_name", required=True, metavar="NAME", help="The SLM to show the map on.")
@@ -73,17 +82,24 @@ def show(bench: str, slm_name: str, seconds: float | None, map_path: Path) -> No
     gray = load_map(map_path, shape)
     slm = open_slm(cfg, slm_name)
     _stop_on_sigterm()
-    with slm:
-        slm.show(gray)
-        x, y, w, h = slm.roi
-        until = f"for {seconds:g} s" if seconds is not None else "until Ctrl-C"
-        click.echo(f"showing {map_path} on SLM {slm_name!r} (ROI x={x} y={y} w={w} h={h}) {until}", err=True)
-        try:
-            if seconds is not None:
-                slm.hold(seconds)
-            else:
-                while True:
-                    slm.hold(3600.0)
-        except KeyboardInterrupt:
-            pass
+    interrupted = False
+    try:
+        with slm:
+            slm.show(gray)
+            x, y, w, h = slm.roi
+            until = f"for {seconds:g} s" if seconds is not None else "until Ctrl-C"
+            click.echo(f"showing {map_path} on SLM {slm_name!r} (ROI x={x} y={y} w={w} h={h}) {until}", err=True)
+            try:
+                if seconds is not None:
+                    slm.hold(seconds)
+                else:
+                    while True:
+                        slm.hold(3600.0)
+            except KeyboardInterrupt:
+                interrupted = True
+                _ignore_interrupts()  # a second Ctrl-C must not cut the blanking short
+    except KeyboardInterrupt:
+        if interrupted:
+            raise
+        interrupted = True  # stopped before the map was up; the with-block has blanked
     click.echo(f"SLM {slm_name!r} blanked", err=True)
