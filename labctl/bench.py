@@ -42,12 +42,14 @@ class Bench:
     def connect(self) -> "Bench":
         """Connect every device, then put the bench in its safe state."""
         try:
+            # Beam blocked first, before any SLM shows anything.
             for dev in self.devices():
                 dev.connect()
                 self._connected.append(dev)
-            if self.shutter is not None:
-                self.shutter.close()
-            self.laser.off()
+                if dev is self.shutter:
+                    dev.close()
+                elif dev is self.laser:
+                    dev.off()
         except BaseException:
             self.disconnect()
             raise

@@ -173,3 +173,16 @@ def test_undersampled_sim_bench_is_refused_when_built(tmp_path):
     p.write_text(text.replace("distances_m = [0.005, 0.005]", "distances_m = [0.05, 0.05]"))
     with pytest.raises(DeviceError, match=r"simulated bench cannot propagate: grid too coarse .* z=0.05 m"):
         open_bench(load_bench(p))
+
+
+def test_status_is_json_and_names_every_device(tmp_path):
+    import json
+
+    cfg = write(tmp_path, shutter='[shutter]\ndriver = "sim"')
+    b = open_bench(cfg)
+    before = json.loads(json.dumps(b.status()))
+    assert before["laser"] == {"name": "laser"}  # not connected: no state claimed
+    with b:
+        s = json.loads(json.dumps(b.status()))
+    assert s["bench"] == "t" and list(s["slms"]) == ["in", "l1"]
+    assert s["laser"]["on"] is False and s["shutter"]["open"] is False and s["camera"]["connected"]
