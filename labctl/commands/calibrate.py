@@ -191,7 +191,9 @@ def calibrate(bench: str, slms: tuple[str, ...], do_registration: bool, out: Pat
     if not slms and not do_registration:
         raise UsageError("nothing to do: give --slm NAME (or `all`), --registration, or --compare A B")
     cfg = load_bench(bench)
-    names = [s.name for s in cfg.slms] if "all" in slms else list(dict.fromkeys(slms))
+    # The input SLM goes first: the layers are then measured with it at its brightest level.
+    every = [cfg.input_slm.name, *(s.name for s in cfg.layer_slms)]
+    names = every if "all" in slms else list(dict.fromkeys(slms))
     for name in names:
         cfg.slm(name)  # a clear ConfigError naming the bench's SLMs
 
