@@ -107,6 +107,18 @@ class Acquisition:
         frame = self._raw(n)
         return frame.data - dark, frame.saturated > 0
 
+    def grab_unsaturated(self, n: int, what: str) -> np.ndarray:
+        """Like :meth:`grab`, halving the exposure until no pixel saturates (CalibrationError at the shortest)."""
+        data, saturated = self.grab(n)
+        while saturated:
+            if self.exposure_s <= MIN_EXPOSURE_S * 1.0001:
+                raise CalibrationError(
+                    f"{what}: the camera saturates even at {MIN_EXPOSURE_S:g} s exposure; "
+                    "reduce the laser power or add a neutral-density filter")
+            self.set_exposure(self.exposure_s / 2)
+            data, saturated = self.grab(n)
+        return data
+
     def set_exposure(self, exposure_s: float) -> None:
         self.camera.exposure_s = float(np.clip(exposure_s, MIN_EXPOSURE_S, MAX_EXPOSURE_S))
 

@@ -283,10 +283,7 @@ def register_camera(acq: Acquisition, geom: BenchGeometry, layers: Sequence[str]
             lens = lenslet_map(geom, focal, grays, grid)
             acq.show({name: lens})
             acq.auto_expose(f"registration ({name})")
-            spots_frame, sat = acq.grab(n_average)
-            if sat:
-                acq.set_exposure(acq.exposure_s / 2)
-                spots_frame, sat = acq.grab(n_average)
+            spots_frame = acq.grab_unsaturated(n_average, f"registration ({name})")
             acq.show({name: np.full(geom.shape, grays[0], dtype=np.uint8)})
             flat_frame, _ = acq.grab(n_average)
             diff = spots_frame - flat_frame

@@ -61,10 +61,7 @@ def _scan(acq: Acquisition, slm: str, shape: tuple[int, int], fp: Any) -> int:
     repeat = None
     for g in (SCAN_GRAYS[0], *SCAN_GRAYS):
         acq.show({slm: split_map(shape, 0, g)})
-        data, saturated = acq.grab(1)
-        while saturated:
-            acq.set_exposure(acq.exposure_s / 2)
-            data, saturated = acq.grab(1)
+        data = acq.grab_unsaturated(1, f"SLM {slm!r}")
         norm = fp.take(bin_frame(data)).astype(np.float64)
         # Normalised to unit total: laser drift must not look like modulation.
         norm /= max(float(norm.sum()), 1e-30)
@@ -119,10 +116,7 @@ def sweep(acq: Acquisition, geom: BenchGeometry, slm: str, registration: Registr
     y = None
     for g in range(GRAYS):
         acq.show({slm: split_map(shape, ref, g)})
-        data, saturated = acq.grab(n_average)
-        while saturated:
-            acq.set_exposure(acq.exposure_s / 2)
-            data, saturated = acq.grab(n_average)
+        data = acq.grab_unsaturated(n_average, f"SLM {slm!r} gray {g}")
         row = fp.take(bin_frame(data)).astype(np.float32)
         if y is None:
             y = np.empty((GRAYS, row.size), dtype=np.float32)
