@@ -312,13 +312,18 @@ def train_in_situ_cli(endpoint: str, settings: dict[str, Any], geometry: Any, sl
                 "history": trainer.history}
     save_model(folder, geometry=g, layers=layers, levels=list(loaded.levels), training=training,
                metrics={"test_accuracy": test_acc, "test_samples": int(len(data.test_labels))}, slm_names=names)
+    from sims.io import write_json_atomic
+
+    # The levels are the start model's, measured with its calibrations: keep their record
+    # (file, sha256) so deploy can check them against the bench's.
+    meta = json.loads((folder / "model.json").read_text())
+    for mine, theirs in zip(meta.get("layers", []), loaded.meta.get("layers", [])):
+        if "calibration" in theirs:
+            mine["calibration"] = theirs["calibration"]
+    if twin_file is None and loaded.meta.get("twin"):
+        meta["twin"] = loaded.meta["twin"]
+    write_json_atomic(folder / "model.json", meta)
     if twin_file is not None:
         record_twin(folder, twin_file)
-    elif loaded.meta.get("twin"):
-        meta = json.loads((folder / "model.json").read_text())
-        meta["twin"] = loaded.meta["twin"]
-        from sims.io import write_json_atomic
-
-        write_json_atomic(folder / "model.json", meta)
     click.echo(f"{folder}: in-situ training done, {session.frames} bench frames, {session.restarts} server restarts; "
                f"twin test accuracy {test_acc:.4f}")

@@ -126,7 +126,8 @@ class HilSession:
                 pass
 
     def __enter__(self) -> "HilSession":
-        self._guard(self.open)
+        # No waiting here: a server that is not there at the start is a wrong address.
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
