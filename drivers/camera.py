@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,6 @@ class Frame:
     saturated: int
     n_average: int
     dark_subtracted: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Camera(ABC):
