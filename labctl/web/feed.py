@@ -129,9 +129,12 @@ class LiveFeed:
         return slot.seq, jpeg
 
     @staticmethod
-    def _render(data: np.ndarray, meta: dict[str, Any], scale: str) -> bytes:
+    def _render(data: np.ndarray, meta: dict[str, Any], scale: str, gray_full: np.ndarray | None = None) -> bytes:
         full = meta["white_dn"]["full"]
-        return render.encode_jpeg(render.to_bgr(data, meta["white_dn"][scale], full))
+        if scale == "full":
+            return render.encode_jpeg(render.to_picture(data, full, full, gray_full))
+        # not stored in meta: the state JSON may be being encoded from another thread
+        return render.encode_jpeg(render.to_picture(data, render.auto_white(data), full))
 
     def frame_data(self) -> tuple[int, np.ndarray | None, dict[str, Any]]:
         slot = self._frame
@@ -233,9 +236,6 @@ class LiveFeed:
     # -- the poller ----------------------------------------------------------
 
     def _run(self) -> None:
-        from labctl.web.http import lower_thread_priority
-
-        lower_thread_priority()  # rendering for viewers waits whenever the device thread needs the CPU
         client: BenchClient | None = None
         next_status = next_maps = next_artifacts = 0.0
         while not self._stop.is_set():
@@ -283,13 +283,13 @@ class LiveFeed:
         data = reply.buffers[0]
         bit_depth = ((self._hello or {}).get("devices") or {}).get("camera", {}).get("bit_depth")
         full = render.full_scale_dn(bit_depth)
-        auto = render.auto_white(data)
         meta = {k: r.get(k) for k in ("timestamp", "exposure_s", "gain_db", "saturated", "source", "age_s", "shape")}
-        meta.update(server_seq=r["seq"], white_dn={"full": full, "auto": auto},
-                    histogram=render.histogram(data, full), max_dn=float(data.max()) if data.size else 0.0)
+        meta.update(server_seq=r["seq"], white_dn={"full": full}, max_dn=float(data.max()) if data.size else 0.0)
+        gray_full = render.to_gray(data, full)
+        meta["histogram"] = render.histogram(data, full, gray=gray_full)
         now = time.monotonic()
         jpeg = {} if not self.encode else \
-            {s: self._render(data, meta, s) for s, until in self._scale_until.items() if until > now}
+            {s: self._render(data, meta, s, gray_full) for s, until in self._scale_until.items() if until > now}
         # one reference swap: readers see the old slot or the new one, never a mix
         self._frame = FrameSlot(seq=r["seq"], meta=meta, jpeg=jpeg, data=data)
         self.frames_fetched += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -82,22 +81,6 @@ def bind_socket(addr: HttpAddress) -> socket.socket:
     return sock
 
 
-VIEWER_NICE = 10
-
-
-def lower_thread_priority(nice: int = VIEWER_NICE) -> bool:
-    """Make the calling thread yield the CPU to the bench's device thread when both want it.
-
-    Linux schedules threads as tasks, so ``setpriority`` on the thread's native id
-    changes that thread only. Best effort: False where not supported.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
 class HttpServer:
     """uvicorn serving ``app`` on an already bound socket, in a daemon thread."""
 
@@ -122,7 +105,6 @@ class HttpServer:
         return self
 
     def _run(self) -> None:
-        lower_thread_priority()
         try:
             self._server.run(sockets=[self.sock])
         except Exception:  # noqa: BLE001 - the web view failing must not take the bench server down

@@ -16,21 +16,40 @@ def full_scale_dn(bit_depth: int | None) -> float:
     return float((1 << int(bit_depth)) - 1) if bit_depth else 255.0
 
 
-def to_bgr(data: np.ndarray, white_dn: float, saturated_dn: float | None) -> np.ndarray:
-    """A float DN frame as an 8-bit BGR image: 0 → black, ``white_dn`` → white.
+def to_gray(data: np.ndarray, white_dn: float) -> np.ndarray:
+    """A float DN frame as 8-bit display levels: 0 → 0, ``white_dn`` → 255, rounded and clipped.
 
-    Pixels at or above ``saturated_dn`` are painted red so an operator sees clipping
-    at a glance (the reported saturated count is over raw frames; this is the
-    averaged frame, close enough to point at where it happens).
+    One OpenCV pass (``addWeighted`` with saturation): a 640×480 frame in ~0.2 ms,
+    several times faster than numpy's multiply/clip/cast, and this runs for every
+    frame a viewer sees, on the bench's own machine.
     """
     if data.ndim != 2:
         raise ValueError(f"expected a 2-D frame, got shape {list(data.shape)}")
-    white = max(float(white_dn), 1e-6)
-    gray = np.clip(data * (255.0 / white), 0, 255).astype(np.uint8)
+    data = np.asarray(data, dtype=np.float32)
+    return cv2.addWeighted(data, 255.0 / max(float(white_dn), 1e-6), data, 0.0, 0.0, dtype=cv2.CV_8U)
+
+
+def to_picture(data: np.ndarray, white_dn: float, saturated_dn: float | None,
+               gray: np.ndarray | None = None) -> np.ndarray:
+    """Display image: 8-bit gray, or BGR with pixels at/above ``saturated_dn`` painted red when there are any.
+
+    The saturated count the camera reports is over raw frames; this marks the
+    (possibly averaged) frame, close enough to point at where clipping happens.
+    ``gray``: :func:`to_gray` of ``data`` at ``white_dn``, if already computed.
+    """
+    if gray is None:
+        gray = to_gray(data, white_dn)
+    if saturated_dn is None or float(data.max()) < saturated_dn:
+        return gray
     bgr = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    if saturated_dn is not None:
-        bgr[data >= saturated_dn] = (0, 0, 255)
+    bgr[data >= saturated_dn] = (0, 0, 255)
     return bgr
+
+
+def to_bgr(data: np.ndarray, white_dn: float, saturated_dn: float | None) -> np.ndarray:
+    """Like :func:`to_picture`, always 3-channel BGR (for drawing coloured overlays on it)."""
+    pic = to_picture(data, white_dn, saturated_dn)
+    return pic if pic.ndim == 3 else cv2.cvtColor(pic, cv2.COLOR_GRAY2BGR)
 
 
 def auto_white(data: np.ndarray) -> float:
@@ -58,13 +77,15 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def histogram(data: np.ndarray, full_dn: float, bins: int = HIST_BINS) -> dict[str, Any]:
-    """Pixel counts in ``bins`` equal bins over [0, full scale] DN (values outside are counted in the end bins).
+def histogram(data: np.ndarray, full_dn: float, bins: int = HIST_BINS, gray: np.ndarray | None = None) -> dict[str, Any]:
+    """Pixel counts in ``bins`` equal bins of the full-range 8-bit display levels (0..255 ↔ 0..full scale DN).
 
-    OpenCV's calcHist: a few ms for a 640×480 frame where numpy takes tens (this
-    runs for every frame a viewer sees, on the bench's machine).
+    Bin k holds levels [256k/bins, 256(k+1)/bins): the last bin is where clipping
+    shows. ``gray`` is :func:`to_gray` of ``data`` at ``full_dn`` if already computed.
     """
-    clipped = np.clip(np.asarray(data, dtype=np.float32), 0, full_dn)
-    # the upper edge is nudged up so that exactly full scale lands in the last bin
-    counts = cv2.calcHist([clipped], [0], None, [bins], [0.0, float(full_dn) * (1 + 1e-6)]).ravel()
+    if 256 % bins:
+        raise ValueError(f"bins must divide 256, got {bins}")
+    if gray is None:
+        gray = to_gray(data, full_dn)
+    counts = cv2.calcHist([gray], [0], None, [bins], [0, 256]).ravel()
     return {"bins": bins, "max_dn": full_dn, "counts": [int(c) for c in counts]}

@@ -48,20 +48,40 @@ def test_bad_registration_is_refused_with_a_clear_message(doc, message):
         registration_matrix(doc)
 
 
-def test_display_scaling_marks_saturation_red_and_histogram_counts_every_pixel():
-    data = np.array([[0, 2047.5], [4095, 5000]], np.float32)
+def test_display_scaling_rounds_clips_and_marks_saturation_red():
+    data = np.array([[-20, 2047.5], [4095, 5000]], np.float32)
+    gray = render.to_gray(data, 4095)
+    assert gray.dtype == np.uint8 and gray.tolist() == [[0, 128], [255, 255]]  # negative noise is black
     bgr = render.to_bgr(data, 4095, 4095)
-    assert bgr.shape == (2, 2, 3) and bgr.dtype == np.uint8
-    assert tuple(bgr[0, 0]) == (0, 0, 0) and tuple(bgr[0, 1]) == (127, 127, 127)
+    assert bgr.shape == (2, 2, 3) and tuple(bgr[0, 1]) == (128, 128, 128)
     assert tuple(bgr[1, 0]) == (0, 0, 255) and tuple(bgr[1, 1]) == (0, 0, 255)
+    unsaturated = np.array([[0, 100], [200, 300]], np.float32)
+    assert render.to_picture(unsaturated, 4095, 4095).ndim == 2  # gray JPEGs when nothing clips: cheaper
+
+
+def test_histogram_counts_every_pixel_in_display_level_bins():
+    data = np.array([[-20, 2047.5], [4095, 5000]], np.float32)
     h = render.histogram(data, 4095.0, bins=4)
-    assert sum(h["counts"]) == 4 and h["counts"][0] == 1 and h["counts"][-1] == 2
+    assert h["counts"] == [1, 0, 1, 2] and h["max_dn"] == 4095.0
+    frame = np.random.default_rng(0).uniform(0, 4095, (48, 64)).astype(np.float32)
+    h = render.histogram(frame, 4095.0)
+    assert sum(h["counts"]) == frame.size and len(h["counts"]) == 64
+    expected, _ = np.histogram(render.to_gray(frame, 4095.0), bins=64, range=(0, 256))
+    assert h["counts"] == expected.tolist()
+    with pytest.raises(ValueError, match="divide 256"):
+        render.histogram(frame, 4095.0, bins=60)
+
+
+def test_auto_white_ignores_a_hot_pixel():
     assert render.full_scale_dn(12) == 4095.0
     frame = np.zeros((100, 100), np.float32)
-    frame[0, 0] = 1e6  # one hot pixel must not set the auto white level
+    frame[0, 0] = 1e6
     frame[1:, :] = 50.0
     assert render.auto_white(frame) == pytest.approx(50.0)
-    jpeg = render.encode_jpeg(render.to_bgr(frame, 100, 4095))
+    big = np.full((480, 640), 30.0, np.float32)
+    big[::4, ::4] = 30.0
+    assert render.auto_white(big) == pytest.approx(30.0)
+    jpeg = render.encode_jpeg(render.to_picture(frame, 100, 4095))
     assert jpeg[:2] == b"\xff\xd8"
 
 
