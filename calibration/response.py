@@ -53,33 +53,33 @@ def _scan(acq: Acquisition, slm: str, shape: tuple[int, int], fp: Any) -> int:
     """Coarse scan of split maps (0 | g) for g in SCAN_GRAYS → the brightest gray.
 
     Also the early check that the SLM modulates at all: a dead or disconnected SLM
-    leaves every frame equal to the first within noise (estimated from a repeat of
-    the first frame), and the 256-level sweep would be wasted.
+    leaves every frame equal to the brightest one within noise (estimated from a
+    repeat of the brightest frame), and the 256-level sweep would be wasted.
     """
     totals: dict[int, float] = {}
     frames: dict[int, np.ndarray] = {}
-    repeat = None
-    for g in (SCAN_GRAYS[0], *SCAN_GRAYS):
+
+    def take(g: int) -> np.ndarray:
         acq.show({slm: split_map(shape, 0, g)})
         data = acq.grab_unsaturated(1, f"SLM {slm!r}")
+        totals[g] = float(data.sum()) / acq.exposure_s
         norm = fp.take(bin_frame(data)).astype(np.float64)
         # Normalised to unit total: laser drift must not look like modulation.
-        norm /= max(float(norm.sum()), 1e-30)
-        if g in frames and repeat is None:
-            repeat = norm
-        else:
-            frames[g] = norm
-        totals[g] = float(data.sum()) / acq.exposure_s
-    assert repeat is not None
-    noise = float(np.sqrt(np.mean((repeat - frames[SCAN_GRAYS[0]]) ** 2)))
-    change = max(float(np.sqrt(np.mean((f - frames[SCAN_GRAYS[0]]) ** 2))) for f in frames.values())
+        return norm / max(float(np.abs(norm).sum()), 1e-30)
+
+    for g in SCAN_GRAYS:
+        frames[g] = take(g)
+    # The left half (gray 0) adds the same light to every frame; the brightest total is the brightest gray.
+    brightest = max(totals, key=totals.__getitem__)
+    repeat = take(brightest)
+    noise = float(np.sqrt(np.mean((repeat - frames[brightest]) ** 2)))
+    change = max(float(np.sqrt(np.mean((f - frames[brightest]) ** 2))) for f in frames.values())
     if change < 5 * noise:
         raise CalibrationError(
             f"SLM {slm!r} does not modulate the beam (the camera image does not change between gray levels: "
             f"{change / max(noise, 1e-30):.1f}x the noise); check its video cable, that its ROI is on the beam, and "
             "the monitor index")
-    # The left half (gray 0) adds the same light to every frame; the brightest total is the brightest gray.
-    return max(totals, key=totals.__getitem__)
+    return brightest
 
 
 @dataclass
@@ -107,7 +107,9 @@ def sweep(acq: Acquisition, geom: BenchGeometry, slm: str, registration: Registr
     fp = footprint(geom, cam, frame_shape)
 
     acq.light(True)
-    acq.show({slm: np.zeros(shape, dtype=np.uint8)})
+    # Both extremes on screen: the scan then rarely saturates (nor sits in the dark, as
+    # it would after exposing on gray 0 of an amplitude modulator).
+    acq.show({slm: split_map(shape, 0, 255)})
     acq.auto_expose(f"SLM {slm!r}")
     ref = _scan(acq, slm, shape, fp)
     acq.show({slm: np.full(shape, ref, dtype=np.uint8)})
