@@ -47,10 +47,8 @@ def check_pieces() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name is not None and module.startswith(e.name):
-                raise UsageError(f"labctl demo needs {what}, which this installation lacks (no module {e.name!r})") \
-                    from None
-            raise
+            raise UsageError(f"labctl demo needs {what}, which this installation lacks (no module {e.name!r})") \
+                from None
 
 
 def free_loopback_endpoint() -> str:
