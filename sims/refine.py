@@ -19,13 +19,20 @@ Parameters (``TwinCorrections``), all relative to the nominal geometry:
   relative to the camera registration, and ``gain``/``offset`` from twin intensity
   (|E|² per neuron) to the measured neuron image (camera DN per neuron).
 
+* ``oversample``: SLM pixels per neuron side the twin simulates (the plain twin: 1,
+  one sample per neuron). A bench shows each neuron as ``u``×``u`` square pixels whose
+  edges diffract into angles a neuron-sampled field cannot hold; with ``oversample =
+  u`` the twin propagates on the SLM-pixel grid and sums intensity per neuron.
+* ``fringing_px``: Gaussian sigma (SLM pixels, i.e. oversampled samples) of the
+  crosstalk that smears every plane's pattern across pixel borders.
+
 The input plane is the reference: a shift common to every plane and the detector
 cannot be told from a registration error, so it is not a parameter.
 
 Twin file (``labctl.twin/1``, JSON): ``schema``, ``geometry`` (the nominal
 :meth:`Geometry.to_json`), ``layers`` [{slm, shift_px, rotation_deg, phase_scale}],
 ``distance_error_m`` [L+1], ``detector`` {shift_px, rotation_deg, magnification,
-gain, offset}, ``fit`` {frames, iterations, loss_initial, loss_final, ...},
+gain, offset}, ``oversample`` (int), ``fringing_px``, ``fit`` {frames, iterations, loss_initial, loss_final, ...},
 ``created``, ``source`` (free-form: bench, calibrations, probes).
 """
 
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -83,16 +90,23 @@ class TwinCorrections:
     slm_names: tuple[str, ...] = ()
     fit: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    oversample: int = 1
+    fringing_px: float = 0.0
 
     @staticmethod
-    def identity(layers: int) -> "TwinCorrections":
-        return TwinCorrections(tuple(PlaneCorrection() for _ in range(layers)), (0.0,) * (layers + 1))
+    def identity(layers: int, oversample: int = 1) -> "TwinCorrections":
+        return TwinCorrections(tuple(PlaneCorrection() for _ in range(layers)), (0.0,) * (layers + 1),
+                               oversample=oversample)
 
     def check(self, geometry: Geometry) -> None:
         """Raise :class:`SimulationError` unless these corrections fit ``geometry``."""
         if len(self.layers) != geometry.layers or len(self.distance_error_m) != geometry.layers + 1:
             raise SimulationError(f"twin corrections are for {len(self.layers)} layers, the model has "
                                   f"{geometry.layers}")
+        if not isinstance(self.oversample, int) or not 1 <= self.oversample <= 8:
+            raise SimulationError(f"twin oversample must be an integer 1..8, got {self.oversample!r}")
+        if not (math.isfinite(self.fringing_px) and 0 <= self.fringing_px <= 4 * self.oversample):
+            raise SimulationError(f"twin fringing_px must be 0..{4 * self.oversample} samples, got {self.fringing_px}")
         for i, (d, e) in enumerate(zip(geometry.distances_m, self.distance_error_m)):
             if not d + e > 0:
                 raise SimulationError(f"twin distance {i}: {d} m + error {e} m is not a positive distance")
@@ -108,6 +122,8 @@ class TwinCorrections:
             "detector": {"shift_px": list(self.detector.shift_px), "rotation_deg": self.detector.rotation_deg,
                          "magnification": self.detector.magnification, "gain": self.detector.gain,
                          "offset": self.detector.offset},
+            "oversample": self.oversample,
+            "fringing_px": self.fringing_px,
             "fit": self.fit,
             "source": self.source,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -125,16 +141,22 @@ class TwinCorrections:
             detector = DetectorCorrection(_pair(det["shift_px"]), float(det["rotation_deg"]),
                                           float(det["magnification"]), float(det["gain"]), float(det["offset"]))
             dist = tuple(float(v) for v in data["distance_error_m"])
+            oversample = data.get("oversample", 1)
+            fringing = float(data.get("fringing_px", 0.0))
+            if not isinstance(oversample, int) or isinstance(oversample, bool) or not 1 <= oversample <= 8:
+                raise ValueError(f"oversample must be an integer 1..8, got {oversample!r}")
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{where}: malformed refined twin ({type(e).__name__}: {e})") from None
-        values = [v for p in layers for v in (*p.shift_px, p.rotation_deg, p.phase_scale)] + list(dist) + \
+        values = [fringing] + [v for p in layers for v in (*p.shift_px, p.rotation_deg, p.phase_scale)] + list(dist) + \
             [*detector.shift_px, detector.rotation_deg, detector.magnification, detector.gain, detector.offset]
         if not all(math.isfinite(v) for v in values):
             raise DataError(f"{where}: refined twin holds non-finite values")
         if not all(p.phase_scale > 0 for p in layers) or not detector.magnification > 0:
             raise DataError(f"{where}: phase_scale and magnification must be > 0")
+        if fringing < 0:
+            raise DataError(f"{where}: fringing_px must be >= 0")
         return TwinCorrections(layers, dist, detector, names, dict(data.get("fit") or {}),
-                               dict(data.get("source") or {}))
+                               dict(data.get("source") or {}), oversample, fringing)
 
 
 def _pair(v: Any) -> tuple[float, float]:
@@ -205,6 +227,50 @@ def warp_transmission(t: torch.Tensor, rot_rad: torch.Tensor, shift: torch.Tenso
     return torch.complex(moved[0], moved[1])
 
 
+def upsample(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Each sample repeated ``s``×``s`` times (a neuron shown as square SLM pixels)."""
+    if s == 1:
+        return x
+    return x.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+
+
+def pool(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Sum of every ``s``×``s`` block: intensity per neuron from the SLM-pixel grid."""
+    if s == 1:
+        return x
+    *lead, h, w = x.shape
+    return x.reshape(*lead, h // s, s, w // s, s).sum(dim=(-3, -1))
+
+
+FRINGE_RADIUS = 3  # kernel half-width, samples: 5 sigma at the largest sigma fitted in practice (0.6)
+
+
+def fringe(t: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Gaussian crosstalk of ``sigma`` samples on a complex or real map (..., H, W); edges repeat."""
+    sigma_t = torch.as_tensor(sigma, dtype=torch.float32)
+    if not bool(sigma_t > 1e-3):
+        return t
+    x = torch.arange(-FRINGE_RADIUS, FRINGE_RADIUS + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma_t) ** 2)
+    k = k / k.sum()
+    parts = torch.stack((t.real, t.imag)) if t.is_complex() else t[None]
+    shape = parts.shape
+    flat = parts.reshape(-1, 1, shape[-2], shape[-1])
+    r = FRINGE_RADIUS
+    y = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1)).reshape(shape)
+    return torch.complex(y[0], y[1]) if t.is_complex() else y[0]
+
+
+def fine_geometry(geometry: Geometry, s: int) -> Geometry:
+    """The same bench sampled ``s`` times finer (pitch / s, regions and input scaled)."""
+    if s == 1:
+        return geometry
+    return replace(geometry, size=geometry.size * s, pitch_m=geometry.pitch_m / s,
+                   regions=tuple((r * s, c * s, h * s, w * s) for r, c, h, w in geometry.regions),
+                   input_size=geometry.input_size * s)
+
+
 class _Gap(torch.nn.Module):
     """Free space of nominal length ``z_m`` plus a trainable error ``dz`` (metres).
 
@@ -253,6 +319,9 @@ class BenchTwin(torch.nn.Module):
         start = start or TwinCorrections.identity(geometry.layers)
         start.check(geometry)
         self.geometry = geometry
+        self.oversample = start.oversample
+        fine = fine_geometry(geometry, self.oversample)
+        self.fringing = torch.nn.Parameter(torch.tensor(float(start.fringing_px)), requires_grad=self.oversample > 1)
         L = geometry.layers
         self.shift = torch.nn.Parameter(torch.tensor([p.shift_px for p in start.layers], dtype=torch.float32))
         self.rot_deg = torch.nn.Parameter(torch.tensor([p.rotation_deg for p in start.layers], dtype=torch.float32))
@@ -264,21 +333,25 @@ class BenchTwin(torch.nn.Module):
         self.det_log_mag = torch.nn.Parameter(torch.tensor(math.log(d.magnification), dtype=torch.float32))
         self.gain = d.gain
         self.offset = d.offset
-        self.gaps = torch.nn.ModuleList(_Gap(geometry, z, e, fit_distances)
+        self.gaps = torch.nn.ModuleList(_Gap(fine, z, e, fit_distances)
                                         for z, e in zip(geometry.distances_m, start.distance_error_m))
         self.names = start.slm_names or tuple(f"layer{i + 1}" for i in range(L))
 
     def intensity(self, inputs: torch.Tensor, layer_phase: Sequence[torch.Tensor],
                   layer_amp: Sequence[torch.Tensor]) -> torch.Tensor:
-        """|E|² on the detector plane (B, N, N), before the camera."""
-        u = self.gaps[0](inputs.to(torch.complex64))
+        """|E|² per neuron on the detector plane (B, N, N), before the camera."""
+        s = self.oversample
+        sigma = self.fringing.clamp(0.0, float(FRINGE_RADIUS) / 2)
+        u = self.gaps[0](fringe(upsample(inputs.float(), s), sigma).to(torch.complex64))
         for i, gap in enumerate(self.gaps[1:]):
             t = torch.polar(layer_amp[i], layer_phase[i] * self.phase_scale[i])
+            t = fringe(upsample(t, s), sigma)
             rot = torch.deg2rad(self.rot_deg[i])
-            t = torch.stack([warp_transmission(tk, rot, self.shift[i]) for tk in t]) if t.shape[0] > 1 \
-                else warp_transmission(t[0], rot, self.shift[i])[None]
+            shift = self.shift[i] * s
+            t = torch.stack([warp_transmission(tk, rot, shift) for tk in t]) if t.shape[0] > 1 \
+                else warp_transmission(t[0], rot, shift)[None]
             u = gap(u * t)
-        return u.real.square() + u.imag.square()
+        return pool(u.real.square() + u.imag.square(), s)
 
     def camera(self, intensity: torch.Tensor) -> torch.Tensor:
         """The detector image as the registered camera sees it (still in |E|² units)."""
@@ -296,7 +369,8 @@ class BenchTwin(torch.nn.Module):
             det = DetectorCorrection((float(self.det_shift[0]), float(self.det_shift[1])), float(self.det_rot_deg),
                                      float(torch.exp(self.det_log_mag)), float(self.gain), float(self.offset))
             dist = tuple(float(g.dz_mm) * 1e-3 for g in self.gaps)
-        return TwinCorrections(layers, dist, det, tuple(self.names), fit or {}, source or {})
+        return TwinCorrections(layers, dist, det, tuple(self.names), fit or {}, source or {}, self.oversample,
+                               max(0.0, float(self.fringing.detach())))
 
 
 # -- the fit ------------------------------------------------------------------------------------
@@ -331,6 +405,8 @@ class FitOptions:
     # neuron once while a bench's SLM pixels, fringing and camera resolve finer structure
     # no neuron-grid twin can represent.
     blur_end_px: float = 0.0
+    oversample: int = 1  # SLM pixels per neuron side simulated (see the module docstring)
+    fringing_start_px: float = 0.5
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -373,9 +449,11 @@ def fit_twin(geometry: Geometry, probes: Sequence[Probe], *, start: TwinCorrecti
                                   f"{tuple(p.measured.shape)} must be (M, {n}, {n}) with one map per layer")
         if not torch.isfinite(p.measured).all():
             raise SimulationError(f"probe {k}: measured images hold non-finite values")
-    start = start or TwinCorrections.identity(geometry.layers)
+    if start is None:
+        start = replace(TwinCorrections.identity(geometry.layers, options.oversample),
+                        fringing_px=options.fringing_start_px if options.oversample > 1 else 0.0)
     if slm_names:
-        start = TwinCorrections(start.layers, start.distance_error_m, start.detector, tuple(slm_names))
+        start = replace(start, slm_names=tuple(slm_names))
     twin = BenchTwin(geometry, start, fit_distances=options.fit_distances)
     twin.phase_scale.requires_grad_(options.fit_phase_scale)
     params = [p for p in twin.parameters() if p.requires_grad]
@@ -393,11 +471,11 @@ def fit_twin(geometry: Geometry, probes: Sequence[Probe], *, start: TwinCorrecti
 
     with torch.no_grad():
         plain = BenchTwin(geometry, fit_distances=False)
-        twin_state = twin.state_dict()
-        twin.load_state_dict(plain.state_dict(), strict=False)
-        loss_plain = float(loss_at(options.blur_end_px)[0])
-        twin.load_state_dict(twin_state)
         loss_initial = float(loss_at(options.blur_end_px)[0])
+        saved = twin
+        twin = plain
+        loss_plain = float(loss_at(options.blur_end_px)[0])
+        twin = saved
     half = max(1, options.iterations // 2)
     # Cosine decay: large steps find the basin, small ones settle in it.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, options.iterations), eta_min=options.lr * 0.02)
@@ -430,10 +508,13 @@ class CorrectedLayer(torch.nn.Module):
     changes.
     """
 
-    def __init__(self, inner: torch.nn.Module, correction: PlaneCorrection) -> None:
+    def __init__(self, inner: torch.nn.Module, correction: PlaneCorrection, oversample: int = 1,
+                 fringing_px: float = 0.0) -> None:
         super().__init__()
         self.inner = inner
         self.correction = correction
+        self.oversample = int(oversample)
+        self.fringing_px = float(fringing_px)
         self.register_buffer("shift", torch.tensor(correction.shift_px, dtype=torch.float32), persistent=False)
         self.register_buffer("rot", torch.tensor(math.radians(correction.rotation_deg)), persistent=False)
         self._orig_phase = inner.level_phase.clone()
@@ -458,7 +539,8 @@ class CorrectedLayer(torch.nn.Module):
             super().__setattr__(name, value)
 
     def _warp(self, t: torch.Tensor) -> torch.Tensor:
-        return warp_transmission(t, self.rot, self.shift)
+        t = fringe(upsample(t, self.oversample), self.fringing_px)
+        return warp_transmission(t, self.rot, self.shift * self.oversample)
 
     def forward(self) -> torch.Tensor:
         return self._warp(self.inner())
@@ -491,19 +573,37 @@ def apply_twin(model: DONN, corrections: TwinCorrections) -> DONN:
     g = model.geometry
     corrections.check(g)
     n = g.size
-    model.layers = torch.nn.ModuleList(CorrectedLayer(q, c) for q, c in zip(model.layers, corrections.layers))
-    model.gaps = torch.nn.ModuleList(
-        Propagator((n, n), g.pitch_m, g.wavelength_m, d + e, g.method, g.pad_factor)
-        for d, e in zip(g.distances_m, corrections.distance_error_m))
+    s = corrections.oversample
+    fine = fine_geometry(g, s)
+    model.layers = torch.nn.ModuleList(CorrectedLayer(q, c, s, corrections.fringing_px)
+                                       for q, c in zip(model.layers, corrections.layers))
+    gaps = [Propagator((fine.size, fine.size), fine.pitch_m, g.wavelength_m, d + e, g.method, g.pad_factor)
+            for d, e in zip(g.distances_m, corrections.distance_error_m)]
+    gaps[0] = _InputGap(gaps[0], s, corrections.fringing_px)
+    model.gaps = torch.nn.ModuleList(gaps)
     d = corrections.detector
     masks = torch.zeros(g.classes, n, n)
     for c, (r, col, h, w) in enumerate(g.regions):
         masks[c, r:r + h, col:col + w] = 1.0
     # The camera sums region R of the measured image M(q) = I(T⁻¹q): a twin pixel p
     # counts where T(p) falls in R, i.e. the mask sampled through the forward map.
-    moved = _pull_back(masks, math.radians(d.rotation_deg), d.shift_px, d.magnification)
-    model.masks = moved.reshape(g.classes, n * n).T.contiguous()
+    moved = upsample(_pull_back(masks, math.radians(d.rotation_deg), d.shift_px, d.magnification), s)
+    model.masks = moved.reshape(g.classes, fine.size * fine.size).T.contiguous()
     return model
+
+
+class _InputGap(torch.nn.Module):
+    """The first gap of an oversampled twin: the neuron-grid input field shown as SLM
+    pixels (with crosstalk), then propagated on the fine grid."""
+
+    def __init__(self, gap: Propagator, oversample: int, fringing_px: float) -> None:
+        super().__init__()
+        self.gap = gap
+        self.oversample = oversample
+        self.fringing_px = fringing_px
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.gap(fringe(upsample(u, self.oversample), self.fringing_px))
 
 
 def _pull_back(masks: torch.Tensor, rot_rad: float, shift: tuple[float, float], scale: float) -> torch.Tensor:

@@ -49,13 +49,17 @@ def find_registration(cal_dir: Path, bench_name: str, given: Path | None) -> Pat
 @click.option("--iterations", type=click.IntRange(1, 100000), default=150, show_default=True,
               help="Gradient-descent steps of the fit.")
 @click.option("--no-distances", is_flag=True, help="Keep the distances of the bench file (fit the rest).")
+@click.option("--oversample", type=click.IntRange(0, 8), default=0, show_default=True,
+              help="SLM pixels per neuron side the refined twin simulates (0: the bench's upsample; 1: the "
+                   "plain neuron grid). Training on an oversampled twin costs oversample^2 times more.")
 @click.option("--exposure", "exposure_s", type=click.FloatRange(min=0, min_open=True, max=60), default=None,
               help="Camera exposure in seconds (default: chosen on the first probe frames).")
 @seed_option()
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds to wait for each server reply.")
 def refine(endpoint: str, keys_dir: Path | None, key_name: str, bench: str, cal_dir: Path, registration: Path | None,
-           out: Path | None, sets: int, inputs: int, iterations: int, no_distances: bool, exposure_s: float | None,
+           out: Path | None, sets: int, inputs: int, iterations: int, no_distances: bool, oversample: int,
+           exposure_s: float | None,
            seed: int, timeout_s: float) -> None:
     import torch
 
@@ -101,7 +105,8 @@ def refine(endpoint: str, keys_dir: Path | None, key_name: str, bench: str, cal_
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     probe = ProbeOptions(sets=sets, inputs=inputs, seed=seed)
-    fit = FitOptions(iterations=iterations, fit_distances=not no_distances, blur_end_px=0.5)
+    fit = FitOptions(iterations=iterations, fit_distances=not no_distances, blur_end_px=0.5,
+                     oversample=oversample or cfg.input_slm.upsample)
     keys = load_client_keys(keys_dir, key_name) if keys_dir is not None else None
     echo = lambda s: click.echo(s, err=True)  # noqa: E731
     bar = progress(total=iterations, desc="refine fit", unit="step")

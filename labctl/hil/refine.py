@@ -115,6 +115,7 @@ def describe(c: TwinCorrections) -> str:
     for name, p in zip(c.slm_names, c.layers):
         lines.append(f"{name}: shift ({p.shift_px[0]:+.3f}, {p.shift_px[1]:+.3f}) neurons, rotation "
                      f"{p.rotation_deg:+.3f} deg, phase scale {p.phase_scale:.4f}")
+    lines.append(f"twin sampling: {c.oversample} SLM pixels per neuron, fringing sigma {c.fringing_px:.3f} pixels")
     lines.append("distance errors: " + ", ".join(f"{e * 1e3:+.2f} mm" for e in c.distance_error_m))
     d = c.detector
     lines.append(f"detector: shift ({d.shift_px[0]:+.3f}, {d.shift_px[1]:+.3f}) neurons, rotation "

@@ -136,3 +136,28 @@ def test_corrections_must_fit_the_geometry():
     bad = TwinCorrections(TRUTH.layers, (0.0, -0.2, 0.0, 0.0))
     with pytest.raises(SimulationError, match="positive distance"):
         bad.check(GEO)
+
+
+def test_oversampled_twin_applied_and_fitted_forward_models_agree():
+    """With SLM-pixel oversampling and fringing, the two descriptions still match."""
+    from dataclasses import replace
+
+    from sims.donn import encode_images
+
+    truth = replace(TRUTH, oversample=2, fringing_px=0.6)
+    images = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
+    model, phases = _fixed_model()
+    model = apply_twin(model, truth)
+    twin = BenchTwin(GEO, truth)
+    with torch.no_grad():
+        got = model(images)
+        image = twin(encode_images(images, N, GEO.input_size).real,
+                     [torch.from_numpy(p)[None] for p in phases], [torch.ones(1, N, N)] * GEO.layers)
+        plain = _fixed_model()[0](images)
+    want = torch.stack([image[:, r:r + h, c:c + w].sum(dim=(1, 2)) for r, c, h, w in GEO.regions], dim=1)
+    assert torch.allclose(got, want, rtol=0.05), (got / want)
+    assert not torch.allclose(got / got.sum(), plain / plain.sum(), rtol=0.05)
+    c, _ = TwinCorrections.from_json(truth.to_json(GEO)), None
+    assert c.oversample == 2 and c.fringing_px == 0.6
+    with pytest.raises(SimulationError, match="oversample"):
+        replace(truth, oversample=0).check(GEO)
