@@ -209,7 +209,14 @@ def calibrate(bench: str, slms: tuple[str, ...], do_registration: bool, out: Pat
     flat = {cfg.input_slm.name: _input_flat_gray(out, cfg)}
     with _single_thread(), open_bench(cfg) as b:
         acq = Acquisition(b.camera, b.laser, b.shutter, b.slms, flat)
-        if do_registration or (names and not reg_path.exists()):
+        stale = False
+        if names and not do_registration and reg_path.exists():
+            stored = load_registration(reg_path)
+            # A changed bench file (distances, ROI, camera) may have moved the detector plane: measure again.
+            stale = stored.meta.get("bench", {}).get("sha256") not in (None, cfg.sha256)
+            if stale and not as_json:
+                click.echo(f"{reg_path} was measured with another version of the bench file; measuring it again")
+        if do_registration or stale or (names and not reg_path.exists()):
             reg = _registration(acq, geom, cfg, reg_path, b)
             summary["registration"] = {"file": str(reg_path), "rms_px": reg.rms_px, "points": reg.points,
                                        "pixels_per_neuron": reg.pixels_per_neuron}
