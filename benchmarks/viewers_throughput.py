@@ -173,12 +173,17 @@ def main() -> int:
         finally:
             web.stop()
             server.close()
+    # each trial ran one batch of each condition back to back: their ratio cancels slow drifts of the machine
+    paired = sorted(v / z for v, z in zip(rates[args.viewers], rates[0]))
+    q1, _, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else (paired[0],) * 3
     base, watched = statistics.median(rates[0]), statistics.median(rates[args.viewers])
     drop = 1 - watched / base
     print(f"\nrun job of {args.images} images, {args.trials} trials each, alternating")
     print(f"0 viewers: median {base:.2f} images/s  {[round(r, 2) for r in rates[0]]}")
     print(f"{args.viewers} viewers: median {watched:.2f} images/s  {[round(r, 2) for r in rates[args.viewers]]}")
-    print(f"throughput ratio {watched / base:.3f} (drop {100 * drop:+.1f} %); "
+    print(f"paired throughput ratio (5 viewers / 0 viewers, same trial): median {statistics.median(paired):.3f}, "
+          f"quartiles {q1:.3f}..{q3:.3f}")
+    print(f"ratio of medians {watched / base:.3f} (drop {100 * drop:+.1f} %); "
           f"frames drawn per viewer per batch: median {statistics.median(frames_seen) / args.viewers:.0f}")
     c0, c5 = statistics.median(cpus[0]), statistics.median(cpus[args.viewers])
     w5 = statistics.median(webs[args.viewers])
