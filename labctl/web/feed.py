@@ -64,6 +64,7 @@ class LiveFeed:
         self._scale_until = {"full": float("inf"), "auto": 0.0}  # "full" is the page's default: always ready
         self._listeners: list[Callable[[], None]] = []
         self._state_cache: tuple[Any, bytes] | None = None
+        self._server_frame_seq = -1  # the server's seq of the frame in the slot
         self._lock = threading.Lock()
         self._frame = FrameSlot()
         self._maps: dict[str, bytes] = {}
@@ -274,8 +275,12 @@ class LiveFeed:
             client.close()
 
     def _poll_frame(self, client: BenchClient) -> None:
-        reply = client.call("view.frame", {"since": self._frame.seq})
+        reply = client.call("view.frame", {"since": self._server_frame_seq})
         r = reply.result
+        if r.get("seq", 0) < self._server_frame_seq:  # the server restarted: its count starts again
+            self._server_frame_seq = -1
+            reply = client.call("view.frame", {"since": -1})
+            r = reply.result
         if not r.get("new") or not reply.buffers:
             if self._frame.seq and "age_s" in r:
                 self._frame.meta["age_s"] = r["age_s"]
@@ -290,8 +295,10 @@ class LiveFeed:
         now = time.monotonic()
         jpeg = {} if not self.encode else \
             {s: self._render(data, meta, s, gray_full) for s, until in self._scale_until.items() if until > now}
-        # one reference swap: readers see the old slot or the new one, never a mix
-        self._frame = FrameSlot(seq=r["seq"], meta=meta, jpeg=jpeg, data=data)
+        # one reference swap: readers see the old slot or the new one, never a mix. The slot's seq is
+        # the feed's own count, so viewers' "newer than" survives a server restart.
+        self._server_frame_seq = r["seq"]
+        self._frame = FrameSlot(seq=self._frame.seq + 1, meta=meta, jpeg=jpeg, data=data)
         self.frames_fetched += 1
         for fn in self._listeners:
             try:
@@ -302,6 +309,9 @@ class LiveFeed:
     def _poll_maps(self, client: BenchClient) -> None:
         reply = client.call("view.maps", {"since": self._maps_seq})
         r = reply.result
+        if r.get("seq", 0) < self._maps_seq:  # the server restarted
+            reply = client.call("view.maps", {"since": -1})
+            r = reply.result
         if not r.get("new"):
             return
         raw = dict(zip(r["slms"], reply.buffers))

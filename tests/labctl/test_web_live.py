@@ -130,3 +130,49 @@ def test_view_ops_check_their_arguments(client, args):
     with pytest.raises(WireError) as e:
         client.call("view.frame", args)
     assert e.value.code == BAD_ARGS
+
+
+def test_feed_keeps_counting_up_across_a_server_restart():
+    import socket
+
+    from labctl.server import BenchServer
+    from labctl.web.feed import LiveFeed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    feed = LiveFeed(lambda: BenchClient(endpoint, timeout_s=1.0, retries=0), fps=20)
+    feed.touch()
+    feed.start()
+
+    def seq_reaches(target, timeout=8.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            feed.touch()
+            if feed.frame_seq() >= target:
+                return feed.frame_seq()
+            time.sleep(0.05)
+        raise AssertionError(f"feed stuck at frame {feed.frame_seq()} (error: {feed.error()})")
+
+    try:
+        first = BenchServer(FakeBench(SHAPE), bind=endpoint)
+        first.start()
+        seq_reaches(3)
+        from drivers.camera import Frame
+
+        # an hour of frames on the first server: its counter is far ahead of where a new server starts
+        frame = Frame(np.zeros((24, 32), np.float32), time.time(), 1e-3, 0.0, 0, 1)
+        for _ in range(5000):
+            first.state.live.put_frame(frame, "test")
+        seq = seq_reaches(feed.frame_seq() + 1)
+        jpeg_seq, jpeg = feed.frame_jpeg("full")
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+        first.close()
+        second = BenchServer(FakeBench(SHAPE), bind=endpoint)  # counts its frames from 1 again
+        second.start()
+        try:
+            seq_reaches(seq + 3)
+        finally:
+            second.close()
+    finally:
+        feed.stop()
