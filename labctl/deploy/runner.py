@@ -101,8 +101,8 @@ class Deployment:
         self.meta["ended"] = None
         self.meta["error"] = None
         self.run.write_meta(self.meta)
-        self._twin = build_twin(self.plan)
         try:
+            self._twin = build_twin(self.plan)
             self._prepare()
             if self.progress is not None:
                 self.progress.update(len(self._written))
