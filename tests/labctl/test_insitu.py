@@ -152,6 +152,7 @@ def test_cli_in_situ_survives_a_killed_and_restarted_server(setup, tmp_path, cap
     assert "restarted" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_in_situ_bad_inputs_are_one_line_errors(setup, tmp_path, capsys):
     root, cal, model_dir = setup
     base = ["train", "--bench", str(MISALIGNED), "--calibration", str(cal / "slm1.cal.json"), "--out", str(tmp_path)]
