@@ -10,7 +10,8 @@ staircase, and unlike DSQ the tails keep a gradient outside the device range.
   step, because short runs have few epochs).
 * ``psq-lt``: learnable τ = 1/(|k| + γ) per layer (Eq. 7, γ = 1/20 caps τ at 20), with
   the regularizer ``R_t = λ1·s_t·(k² − λ2²)``, ``s_t = 2^⌊t/β⌋`` (Eq. 8) added to the
-  loss. ``k = K_SCALE·κ`` with κ the optimized parameter: the trainer's one Adam learning
+  loss, with β a quarter of the run (a fixed β in epochs would grow s_t without bound
+  on long runs). ``k = K_SCALE·κ`` with κ the optimized parameter: the trainer's one Adam learning
   rate is sized for phases (≈0.5 rad per step) and would otherwise jump τ to its cap in a
   step or two.
 
@@ -29,7 +30,8 @@ from sims.quantizers.staircase import PhaseStaircase
 TAU_FIXED = 5.0
 TAU_START, TAU_END = 1.0, 20.0
 GAMMA = 1.0 / TAU_END
-LAMBDA1, LAMBDA2, BETA_EPOCHS = 1e-3, 0.0, 1.0
+LAMBDA1, LAMBDA2 = 1e-3, 0.0
+BETA_FRACTION = 0.25  # β = a quarter of the run: s_t doubles 3 times (1, 2, 4, 8)
 K_SCALE = 0.05
 
 
@@ -80,15 +82,16 @@ class PsqLearnable(_Psq):
         super().__init__(shape, levels, **kwargs)
         # start at τ = TAU_START: |k| = 1/τ − γ
         self.kappa = torch.nn.Parameter(torch.tensor((1 / TAU_START - GAMMA) / K_SCALE))
-        self._epoch = 0.0
+        self._epoch, self._epochs = 0.0, 1
 
     def set_progress(self, epoch: float, epochs: int) -> None:
-        self._epoch = epoch
+        self._epoch, self._epochs = epoch, max(int(epochs), 1)
 
     def temperature(self) -> torch.Tensor:
         return 1 / ((K_SCALE * self.kappa).abs() + GAMMA)
 
     def regularizer(self) -> torch.Tensor:
-        s_t = 2.0 ** int(self._epoch // BETA_EPOCHS)
+        beta = max(BETA_FRACTION * self._epochs, 1.0)
+        s_t = 2.0 ** int(self._epoch // beta)
         k = K_SCALE * self.kappa
         return LAMBDA1 * s_t * (k.square() - LAMBDA2 ** 2)
