@@ -36,8 +36,9 @@ CHECKPOINT = "insitu.pt"
 
 
 class SoftLevels(Quantizer):
-    """Per-pixel logits over the K levels; the twin uses softmax weights (no noise), the
-    bench the argmax. Started from a trained model's levels with a ``margin`` lead."""
+    """Per-pixel logits over the K levels: the argmax is shown (bench and twin value),
+    the softmax weights carry the gradient. Started from a trained model's levels with
+    a ``margin`` lead."""
 
     name = "insitu"
     quantized = True
@@ -49,8 +50,13 @@ class SoftLevels(Quantizer):
         self.logits = torch.nn.Parameter(logits)
 
     def forward(self) -> torch.Tensor:
+        # Straight through: the value is the hard map the bench shows, so the twin's
+        # Jacobian is taken at the bench's operating point; the gradient flows through
+        # the soft weights. (Soft values alone put the twin at a different network and
+        # the bench accuracy drifted down once it was high.)
         w = torch.softmax(self.logits, dim=-1)
-        return torch.polar(w @ self.level_amplitude, w @ self.level_phase)
+        soft = torch.polar(w @ self.level_amplitude, w @ self.level_phase)
+        return self.hard_transmission() + (soft - soft.detach())
 
     def hard_indices(self) -> torch.Tensor:
         return self.logits.detach().argmax(dim=-1)
