@@ -125,3 +125,15 @@ def test_parallel_engines_local_processes_and_submitit_local_executor(tmp_path) 
     sub = {r["id"]: r["test_accuracy"] for r in rows(tmp_path / "sub")}
     assert len(pool) == 2 and pool == sub
     assert any((tmp_path / "sub" / "submitit").iterdir())  # the engine's own job folder
+
+
+def test_qpi_grid_with_warm_start(tmp_path) -> None:
+    grid = write_grid(tmp_path / "q.toml", kind="qpi", methods=["ptq", "psq-li"], devices=["ideal"], levels=[4],
+                      seeds=[0], warm_start=True, finetune_epochs=1, finetune_lr=0.05)
+    out = tmp_path / "out"
+    assert main(["experiment", str(grid), "--out", str(out), "--workers", "1"]) == 0
+    got = {r["method"]: r for r in rows(out)}
+    assert set(got) == {"ptq", "psq-li"}
+    assert all(-1 <= float(r["ssim"]) <= 1 and float(r["berhu"]) > 0 for r in got.values())
+    assert got["psq-li"]["warm_start"] == "True"
+    assert (out / "ssim_ideal.png").is_file()
