@@ -47,8 +47,14 @@ def serve(bench: str, bind: str, keys_dir: Path | None, insecure: bool, http: st
 
     with open_bench(cfg) as devices:
         server = BenchServer(devices, bind=bind, bench_name=cfg.name, keys=keys)
-        previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         web = None
+
+        def on_signal(*_: object) -> None:
+            if web is not None:
+                web.request_stop()  # first, so its last polls still get answers instead of timing out
+            server.stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             endpoint = server.open()
             secured = "CURVE, authorized keys only" if keys else "no encryption"

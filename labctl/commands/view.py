@@ -59,12 +59,18 @@ def view(endpoint: str, keys_dir: Path | None, key_name: str, fps: float, scale:
 
 
 def _quiet_qt_fonts() -> None:
-    """OpenCV's Qt looks for fonts inside the wheel and warns on every window; point it at the system's."""
+    """OpenCV's Qt looks for fonts in a wheel directory that does not exist, and warns; use the system's.
+
+    The cv2 package sets ``QT_QPA_FONTDIR`` itself when imported, so only a directory
+    that really exists is left alone.
+    """
     import os
 
+    if os.path.isdir(os.environ.get("QT_QPA_FONTDIR", "")):
+        return
     for d in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "/usr/share/fonts"):
         if os.path.isdir(d):
-            os.environ.setdefault("QT_QPA_FONTDIR", d)
+            os.environ["QT_QPA_FONTDIR"] = d
             return
 
 

@@ -45,14 +45,18 @@ class FrameSlot:
 class LiveFeed:
     def __init__(self, connect: Callable[[], BenchClient], dirs: ArtifactDirs | None = None, *,
                  fps: float = 10.0, watch_s: float = 3.0, status_every_s: float = 0.5,
-                 maps_every_s: float = 1.0, artifacts_every_s: float = 2.0, encode: bool = True):
-        """``connect()`` returns a new client of the bench server (called from the feed's own threads).
+                 maps_every_s: float = 1.0, artifacts_every_s: float = 2.0, encode: bool = True,
+                 connect_actions: Callable[[], BenchClient] | None = None):
+        """``connect()`` returns a new client of the bench server (called from the feed's own threads);
+        ``connect_actions()`` the client for the buttons (default ``connect``), which may
+        need a longer timeout: an abort waits for the job step in progress.
 
         ``encode``: render JPEG/PNG pictures for a browser (an OpenCV window needs only the arrays).
         """
         if fps <= 0:
             raise ValueError("fps must be > 0")
         self._connect = connect
+        self._connect_actions = connect_actions or connect
         self.dirs = dirs or ArtifactDirs()
         self.period_s = 1.0 / fps
         self.watch_s = watch_s
@@ -89,6 +93,9 @@ class LiveFeed:
         self._thread = threading.Thread(target=self._run, name="labctl-live-feed", daemon=True)
         self._thread.start()
         return self
+
+    def request_stop(self) -> None:
+        self._stop.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
@@ -218,7 +225,7 @@ class LiveFeed:
             raise ValueError(f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})")
         with self._action_lock:
             if self._action_client is None:
-                self._action_client = self._connect()
+                self._action_client = self._connect_actions()
             c = self._action_client
             if action == "abort":
                 return c.abort()  # open to everyone: an emergency stop never waits for a lease

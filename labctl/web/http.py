@@ -110,6 +110,9 @@ class HttpServer:
         except Exception:  # noqa: BLE001 - the web view failing must not take the bench server down
             logging.getLogger("labctl.web").exception("the live view's HTTP server stopped")
 
+    def request_stop(self) -> None:
+        self._server.should_exit = True
+
     def stop(self, timeout_s: float = 5.0) -> None:
         self._server.should_exit = True
         if self._thread is not None:

@@ -31,7 +31,10 @@ class WebView:
         if server.inproc_endpoint is None:
             raise RuntimeError("open the bench server before attaching the live view")
         endpoint, ctx = server.inproc_endpoint, server.context
-        self.feed = LiveFeed(lambda: BenchClient(endpoint, context=ctx, timeout_s=5.0), dirs, fps=fps)
+        # polls answer from the server loop in microseconds: a short timeout lets the feed stop
+        # promptly when the server shuts down first; a button may wait for a job step
+        self.feed = LiveFeed(lambda: BenchClient(endpoint, context=ctx, timeout_s=1.0, retries=0), dirs, fps=fps,
+                             connect_actions=lambda: BenchClient(endpoint, context=ctx, timeout_s=30.0))
         self.http = HttpServer(create_app(self.feed, allowed_hosts), sock)
 
     @property
@@ -42,6 +45,11 @@ class WebView:
         self.feed.start()
         self.http.start()
         return self
+
+    def request_stop(self) -> None:
+        """Begin stopping without waiting (safe in a signal handler): pages and polls end while the server still answers."""
+        self.http.request_stop()
+        self.feed.request_stop()
 
     def stop(self) -> None:
         """Stop serving pages, then the feed (its sockets must close before the server's context ends)."""
