@@ -45,10 +45,16 @@ def _read_json(p: Path) -> Any:
         return None
 
 
-def latest_registration(dirs: ArtifactDirs) -> tuple[Path, dict[str, Any]] | None:
-    """The newest ``labctl.registration/1`` JSON file in the calibrations directory."""
+def latest_registration(dirs: ArtifactDirs, bench_name: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The bench's registration (``<bench>.registration.json``, what ``labctl deploy`` uses), else the
+    newest ``labctl.registration/1`` JSON file in the calibrations directory."""
     if not dirs.calibrations.is_dir():
         return None
+    if bench_name and "/" not in bench_name and not bench_name.startswith("."):
+        own = dirs.calibrations / f"{bench_name}.registration.json"
+        data = _read_json(own)
+        if isinstance(data, dict) and data.get("schema") == REGISTRATION_SCHEMA:
+            return own, data
     for p in _newest(list(dirs.calibrations.glob("*.json"))):
         data = _read_json(p)
         if isinstance(data, dict) and data.get("schema") == REGISTRATION_SCHEMA:

@@ -330,7 +330,7 @@ class LiveFeed:
 
     def _refresh_artifacts(self) -> None:
         try:
-            reg = latest_registration(self.dirs)
+            reg = latest_registration(self.dirs, (self._hello or {}).get("bench"))
             plots = calibration_plots(self.dirs)
             run = latest_run(self.dirs)
             deployed = (self._status or {}).get("deployed") or {}

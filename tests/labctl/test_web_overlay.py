@@ -115,6 +115,10 @@ def test_artifacts_pick_the_newest_registration_plots_and_report(tmp_path):
     _write(dirs.calibrations / "slm2.png", "png", 2500)
     path, doc = latest_registration(dirs)
     assert path.name == "new.registration.json" and doc["matrix"][0][0] == 3
+    # the served bench's own registration wins over a newer one of another bench
+    _write(dirs.calibrations / "old.registration.json", json.dumps(registration()), 1000)
+    assert latest_registration(dirs, "old")[0].name == "old.registration.json"
+    assert latest_registration(dirs, "absent")[0].name == "new.registration.json"
     assert [p.name for p in calibration_plots(dirs)] == ["slm2.png", "slm1.png"]
     _write(dirs.runs / "r1" / "report.md", "# run 1", 1000)
     _write(dirs.runs / "r2" / "report.md", "# run 2", 2000)
