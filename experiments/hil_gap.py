@@ -60,9 +60,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=500, help="test images deployed per approach")
     ap.add_argument("--sets", type=int, default=4)
     ap.add_argument("--inputs", type=int, default=8)
-    ap.add_argument("--insitu-epochs", type=int, default=4)
-    ap.add_argument("--insitu-images", type=int, default=256)
-    ap.add_argument("--stages", default="plain,refined,insitu")
+    ap.add_argument("--insitu-epochs", type=int, default=16)
+    ap.add_argument("--insitu-images", type=int, default=512)
+    ap.add_argument("--insitu-lr", type=float, default=0.1)
+    ap.add_argument("--stages", default="plain,refined,insitu,insitu-refined")
     ap.add_argument("--bench", type=Path, default=MISALIGNED, help="bench file (default: the misaligned bench)")
     a = ap.parse_args()
     out = a.out.resolve()
@@ -124,14 +125,16 @@ def main() -> None:
             _write(out, rows)
         if "insitu-refined" in stages:
             twin = cal / f"{bench_name}.twin.json"
-            if not (models / "insitu-refined" / "model.json").is_file():
-                run(["train", *common, "--name", "insitu-refined", "--epochs", str(a.insitu_epochs), "--in-situ",
+            name = "insitu-refined" if a.insitu_lr == 0.1 else f"insitu-refined-lr{a.insitu_lr:g}"
+            if not (models / name / "model.json").is_file():
+                run(["train", *common, "--name", name, "--epochs", str(a.insitu_epochs), "--in-situ",
                      endpoint, "--init", str(models / "refined"), "--twin", str(twin), "--images",
-                     str(a.insitu_images), "--resume"])
-            meta = json.loads((models / "insitu-refined" / "model.json").read_text())
+                     str(a.insitu_images), "--lr", str(a.insitu_lr), "--resume"])
+            meta = json.loads((models / name / "model.json").read_text())
             refine_frames = json.loads(twin.read_text())["source"]["bench_frames"]
-            m = deploy("insitu-refined")
-            rows.append(_row("refined twin + in-situ", m, refine_frames + int(meta["training"].get("bench_frames", 0))))
+            m = deploy(name)
+            rows.append(_row(f"refined twin + in-situ (lr {a.insitu_lr:g})", m,
+                             refine_frames + int(meta["training"].get("bench_frames", 0))))
             _write(out, rows)
     finally:
         server.terminate()
@@ -155,8 +158,9 @@ def _write(out: Path, rows: list[dict]) -> None:
         for r in old:
             for k in ("twin_accuracy", "captured_accuracy", "gap_points", "agreement"):
                 r[k] = float(r[k])
-    order = ["plain twin", "refined twin", "in-situ training (plain twin backward)", "refined twin + in-situ"]
-    rows = sorted(old + rows, key=lambda r: order.index(r["approach"]) if r["approach"] in order else 99)
+    order = ["plain twin", "refined twin", "in-situ training (plain twin backward)"]
+    rows = sorted(old + rows, key=lambda r: (order.index(r["approach"]) if r["approach"] in order else 99,
+                                             r["approach"]))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
