@@ -157,6 +157,8 @@ def write_plots(out: Path, grid) -> list[Path]:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return [path]
+    if len({s["levels"] for s in summary}) == 1 and len({s["depth"] for s in summary}) > 1:
+        return _plot_against_depth(out, summary, metric, plt)
     for device in sorted({s["device"] for s in summary}):
         depths = sorted({s["depth"] for s in summary if s["device"] == device})
         fig, axes = plt.subplots(1, len(depths), figsize=(4 * len(depths), 3.5), squeeze=False)
@@ -200,6 +202,25 @@ def _claim_folder(out: Path, grid) -> None:
                              "use another --out or delete the folder")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, current)
+
+
+def _plot_against_depth(out: Path, summary: list[dict], metric: str, plt) -> list[Path]:
+    """One level count: the metric against depth, one line per method and device."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method, device in dict.fromkeys((s["method"], s["device"]) for s in summary):
+        pts = sorted((s["depth"], s[metric], s[metric + "_std"]) for s in summary
+                     if s["method"] == method and s["device"] == device)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0 if p[2] != p[2] else p[2] for p in pts],
+                    marker="o", capsize=3, label=f"{method} ({device})")
+    ax.set_xlabel("depth D (layers)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{summary[0]['levels']} levels")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"{metric}_by_depth.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
 
 
 @click.command(help=__doc__.split("\n\n")[0])
