@@ -77,10 +77,22 @@ def test_train_writes_artifact_and_evaluate_reproduces_it(tiny_bench, tiny_data,
     assert "reproduced" in capsys.readouterr().out
 
 
-def test_resume_continues_to_the_same_model(tiny_bench, tiny_data, tmp_path) -> None:
+def test_resume_continues_to_the_same_model(tiny_bench, tiny_data, tmp_path, monkeypatch, capsys) -> None:
     assert _train(tiny_bench, tiny_data, tmp_path / "straight") == 0
-    assert _train(tiny_bench, tiny_data, tmp_path / "resumed", "--epochs", "1") == 0
-    assert _train(tiny_bench, tiny_data, tmp_path / "resumed", "--epochs", "2", "--resume") == 0
+    import sims.train
+
+    real_write = sims.train.write_bytes_atomic
+
+    def write_then_interrupt(path, data):
+        real_write(path, data)
+        raise KeyboardInterrupt  # Ctrl-C right after the first epoch's checkpoint
+
+    monkeypatch.setattr(sims.train, "write_bytes_atomic", write_then_interrupt)
+    assert _train(tiny_bench, tiny_data, tmp_path / "resumed") == 1
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "resumed" / "m" / "model.json").exists()
+    monkeypatch.setattr(sims.train, "write_bytes_atomic", real_write)
+    assert _train(tiny_bench, tiny_data, tmp_path / "resumed", "--resume") == 0
     meta = json.loads((tmp_path / "resumed" / "m" / "model.json").read_text())
     assert [h["epoch"] for h in meta["training"]["history"]] == [1, 2]
     with np.load(tmp_path / "straight" / "m" / "layers.npz", allow_pickle=False) as a, \

@@ -62,12 +62,21 @@ def test_same_seed_same_model_and_resume_is_exact(small_data: Dataset, tmp_path:
     again = train(_config(epochs=2), sub, tmp_path / "b")
     for p, q in zip(full.model.parameters(), again.model.parameters()):
         assert torch.equal(p, q)
-    # one epoch, then resume for the second: same parameters as the uninterrupted run
-    train(_config(epochs=1), sub, tmp_path / "c")
-    resumed = train(_config(epochs=2), sub, tmp_path / "c", resume=True)
+    # interrupted after epoch 1 (its checkpoint is on disk), then resumed
+    class Stop(Exception):
+        pass
+
+    def stop(record: dict) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(_config(epochs=2, lr_schedule="cosine"), sub, tmp_path / "c", on_epoch=stop)
+    straight = train(_config(epochs=2, lr_schedule="cosine"), sub, tmp_path / "d")
+    resumed = train(_config(epochs=2, lr_schedule="cosine"), sub, tmp_path / "c", resume=True)
     assert len(resumed.history) == 2
-    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(p, q)
+    assert not torch.equal(next(full.model.parameters()), next(straight.model.parameters()))
     with pytest.raises(DataError, match="different configuration"):
         train(_config(epochs=2, lr=0.2), sub, tmp_path / "c", resume=True)
 
