@@ -63,3 +63,35 @@ def test_refine_bad_inputs_are_one_line_errors(cal, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "tcp://127.0.0.1:1" in err
     assert main(["refine", *bench, "--calibrations", str(cal), "--sets", "0"]) == 2
+
+
+def test_a_model_trained_on_a_refined_twin_is_predicted_with_it(cal, tmp_path):
+    """record_twin puts the twin into model.json; deploy's twin (build_twin) applies it."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from labctl.deploy.plan import build_twin, twin_scores
+    from labctl.hil.refine import bench_geometry
+    from labctl.hil.twin import model_twin, record_twin, twin_init
+    from sims.artifact import load_model
+    from sims.data import load_dataset
+    from labctl.errors import ConfigError
+    from sims.refine import PlaneCorrection, TwinCorrections, save_twin
+    from tests.labctl.hil_support import make_random_model
+
+    cfg = load_bench(MISALIGNED)
+    geo = bench_geometry(cfg)
+    folder = make_random_model(MISALIGNED, cal, tmp_path / "m")
+    images = load_dataset("mnist-5k").test_images[:20]
+    plain = twin_scores(build_twin(SimpleNamespace(model=load_model(folder))), images)
+    corr = replace(TwinCorrections.identity(3), layers=(PlaneCorrection((1.0, -1.0), 1.0),) * 3)
+    twin_path = save_twin(tmp_path / "t.twin.json", corr, geo)
+    record_twin(folder, twin_path)
+    loaded = load_model(folder)
+    assert model_twin(loaded.meta).layers == corr.layers
+    refined = twin_scores(build_twin(SimpleNamespace(model=loaded)), images)
+    assert not np.allclose(plain / plain.sum(1, keepdims=True), refined / refined.sum(1, keepdims=True), atol=1e-3)
+    twin_init(twin_path, geo)  # accepted for its own geometry
+    other = replace(geo, wavelength_m=633e-9)
+    with pytest.raises(ConfigError, match="wavelength_m"):
+        twin_init(twin_path, other)
