@@ -9,12 +9,20 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-if [ "$want_test" = 1 ] && ! command -v Xvfb >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "bootstrap: installing Debian package xvfb (display tests)"
-        apt-get update -qq >/dev/null && apt-get install -y -qq xvfb x11-utils chromium chromium-driver >/dev/null
-    else
-        echo "bootstrap: Xvfb missing and cannot apt-get it; display tests will fail" >&2
+# Display tests need Xvfb; the live-view browser test needs Chromium and its driver.
+if [ "$want_test" = 1 ]; then
+    missing=()
+    for tool in Xvfb xdpyinfo chromium chromedriver; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            echo "bootstrap: installing Debian packages for the tests (missing: ${missing[*]})"
+            apt-get update -qq >/dev/null
+            apt-get install -y -qq xvfb x11-utils chromium chromium-driver >/dev/null
+        else
+            echo "bootstrap: missing ${missing[*]} and cannot apt-get them; display/browser tests will fail" >&2
+        fi
     fi
 fi
 
