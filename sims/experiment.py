@@ -295,7 +295,12 @@ def _train(grid: Grid, config: TrainConfig, data: Dataset, work: Path, init=None
     if grid.kind == "qpi":
         from sims.qpi import train_qpi
         return train_qpi(config, data, work, init=init)
-    return train(config, data, work, resume=True, eval_every_epoch=False, init=init).model
+    try:
+        return train(config, data, work, resume=True, eval_every_epoch=False, init=init).model
+    except DataError:
+        # a checkpoint left by an older version of this cell: the cell starts over
+        shutil.rmtree(work, ignore_errors=True)
+        return train(config, data, work, resume=False, eval_every_epoch=False, init=init).model
 
 
 def _run_base(grid: Grid, cell: dict, out_dir: Path) -> dict:

@@ -127,9 +127,9 @@ def test_psq_lt_regularizer_raises_the_temperature(tmp_path) -> None:
     q.set_progress(0.0, 4)
     r0 = q.regularizer()
     q.set_progress(2.0, 4)
-    assert float(q.regularizer()) == pytest.approx(4 * float(r0))  # s_t = 2^⌊t/β⌋, β = 1 epoch of 4
+    assert float(q.regularizer().detach()) == pytest.approx(4 * float(r0.detach()))  # s_t = 2^⌊t/β⌋, β = 1 epoch of 4
     q.set_progress(2.0, 40)
-    assert float(q.regularizer()) == pytest.approx(float(r0))  # β scales with the run
+    assert float(q.regularizer().detach()) == pytest.approx(float(r0.detach()))  # β scales with the run
     opt = torch.optim.Adam(q.parameters(), lr=0.5)
     for _ in range(30):
         opt.zero_grad()
