@@ -130,15 +130,15 @@ def test_cli_in_situ_survives_a_killed_and_restarted_server(setup, tmp_path, cap
     t = threading.Thread(target=lambda: result.setdefault("code", main(args)))
     t.start()
     ckpt = out / "hil" / "insitu.pt"
-    deadline = time.monotonic() + 300
-    while not ckpt.is_file():
-        assert time.monotonic() < deadline and t.is_alive(), "no checkpoint written"
-        time.sleep(0.2)
-    first = serve.server_id
-    serve.kill()
-    serve = ServeProcess(MISALIGNED, serve.endpoint)
-    assert serve.server_id != first
     try:
+        deadline = time.monotonic() + 300
+        while not ckpt.is_file():
+            assert time.monotonic() < deadline and t.is_alive(), "no checkpoint written"
+            time.sleep(0.2)
+        first = serve.server_id
+        serve.kill()
+        serve = ServeProcess(MISALIGNED, serve.endpoint)
+        assert serve.server_id != first
         t.join(timeout=600)
         assert result.get("code") == 0, capsys.readouterr().err
     finally:
