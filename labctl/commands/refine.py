@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from labctl.commands.status import client_keys_options
-from labctl.errors import ConfigError, UsageError
+from labctl.errors import ConfigError
 from labctl.options import bench_option, endpoint_option, seed_option
 
 
@@ -129,4 +129,3 @@ def refine(endpoint: str, keys_dir: Path | None, key_name: str, bench: str, cal_
     click.echo(f"{target}: refined twin from {info['bench_frames']} bench frames")
 
 
-__all__ = ["refine", "find_registration", "UsageError"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 from labctl.config import BenchConfig, load_bench
