@@ -127,5 +127,3 @@ def refine(endpoint: str, keys_dir: Path | None, key_name: str, bench: str, cal_
     save_twin(target, corrections, geo)
     click.echo(describe(corrections))
     click.echo(f"{target}: refined twin from {info['bench_frames']} bench frames")
-
-
