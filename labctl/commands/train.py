@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "tau_end": 0.5,
     "tau_rate": None,
     "init_std": 1.0,
-    "softmax_scale": 20.0,
+    "softmax_scale": 50.0,
     "input_size": None,
     "dataset": "mnist-5k",
     "data_dir": None,
@@ -166,6 +166,8 @@ def _levels(settings: dict[str, Any], layers: int):
 @click.option("--tau-end", type=click.FloatRange(min=0, min_open=True), default=None, help="Last temperature.")
 @click.option("--tau-rate", type=click.FloatRange(min=0), default=None,
               help="Linear decay per epoch (paper: 0.5); default spans start→end over the run.")
+@click.option("--softmax-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Logits = scale · s/Σs for cross-entropy and the confidence study (default 50).")
 @click.option("--input-size", type=click.IntRange(1), default=None, help="Side of the resized input, neurons.")
 @click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default=None,
               help="Training data (default: the embedded mnist-5k).")
