@@ -97,7 +97,7 @@ class Sweep:
     exposure_s: float
 
 
-def sweep(acq: Acquisition, geom: BenchGeometry, slm: str, registration: Registration, n_average: int = 2,
+def sweep(acq: Acquisition, geom: BenchGeometry, slm: str, registration: Registration, n_average: int = 1,
           progress: Callable[[int], None] | None = None) -> Sweep:
     """Take the 256 split-screen frames of ``slm`` (through the driver interfaces only)."""
     frames0, bench0 = acq.frames, acq.bench_time_s
@@ -139,7 +139,7 @@ def analyse(geom: BenchGeometry, sw: Sweep) -> tuple[Any, tuple[np.ndarray, ...]
 
 
 def measure_response(acq: Acquisition, geom: BenchGeometry, slm: str, registration: Registration,
-                     n_average: int = 2, progress: Callable[[int], None] | None = None) -> Response:
+                     n_average: int = 1, progress: Callable[[int], None] | None = None) -> Response:
     """Measure all 256 levels of ``slm`` through the driver interfaces only."""
     started = time.perf_counter()
     sw = sweep(acq, geom, slm, registration, n_average, progress)

@@ -176,7 +176,7 @@ def _registration(acq: Any, geom: Any, cfg: BenchConfig, path: Path, bench: Any)
 @click.option("--registration", "do_registration", is_flag=True,
               help="Measure the detector-plane → camera transform (done anyway when none is stored).")
 @out_option("calibrations", "Where calibration files, plots and the registration go.")
-@click.option("--average", "n_average", type=click.IntRange(1, 64), default=2, show_default=True,
+@click.option("--average", "n_average", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Exposures averaged per gray level.")
 @click.option("--compare", "compare_paths", nargs=2, type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="A B", help="Show the drift between two calibration files (no bench needed).")

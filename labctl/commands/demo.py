@@ -25,7 +25,7 @@ from labctl.errors import BenchUnreachable, LabctlError, UsageError
 from labctl.options import out_option
 
 # Settings measured on the simulated bench (docs/performance.md, "Deploy and demo").
-FULL = {"epochs": 6, "average": 2, "limit": None}
+FULL = {"epochs": 6, "average": 1, "limit": None}
 QUICK = {"epochs": 1, "average": 1, "limit": 100}
 MODEL_NAME = "demo-gs"
 SERVER_START_S = 90.0
