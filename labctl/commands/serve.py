@@ -45,6 +45,14 @@ def serve(bench: str, bind: str, keys_dir: Path | None, insecure: bool, http: st
     from labctl.bench import open_bench
     from labctl.server import BenchServer
 
+    if cfg.camera.driver == "sim":
+        # The simulated camera propagates 400x400 FFTs per frame; one torch thread is
+        # several times faster than two fighting the client on a small machine
+        # (docs/performance.md, Calibration and Drivers).
+        import torch
+
+        torch.set_num_threads(1)
+
     with open_bench(cfg) as devices:
         server = BenchServer(devices, bind=bind, bench_name=cfg.name, keys=keys)
         web = None
