@@ -25,6 +25,7 @@ import numpy as np
 
 from drivers.errors import DeviceError, DeviceTimeout
 from labctl.client import BenchClient
+from labctl.deploy.exposure import settle_exposure
 from labctl.deploy.plan import Plan, build_twin, twin_scores
 from labctl.deploy.records import RunDir, utc_now
 from labctl.deploy.regions import camera_regions
@@ -34,8 +35,6 @@ from labctl.protocol import DEVICE_TIMEOUT, LEASE_HELD, WireError
 LEASE_TTL_S = 30.0
 # Auto-exposure aims the brightest pixel of the probe frames at this fraction of the
 # range: digits brighter than the probed ones still have 2x headroom.
-TARGET_PEAK = 0.5
-MAX_EXPOSURE_S = 10.0
 
 
 class ServerRestarted(Exception):
@@ -256,25 +255,12 @@ class Deployment:
         return peak, saturated
 
     def _auto_expose(self) -> float:
-        exposure = float(self.client.devices()["camera"].get("exposure_s") or 1e-3)
-        for _ in range(10):
-            self._set_exposure(exposure)
-            peak, saturated = self._probe(exposure)
-            if saturated:
-                exposure /= 4
-                continue
-            if peak <= 0:
-                exposure *= 30
-            else:
-                ratio = TARGET_PEAK * self._max_dn / peak
-                if 0.7 <= ratio <= 1.4:
-                    self.echo(f"exposure {exposure:.4g} s: brightest probe pixel {peak:.0f} DN of {self._max_dn:.0f}")
-                    return exposure
-                exposure *= float(np.clip(ratio, 1 / 16, 16))
-            if exposure > MAX_EXPOSURE_S:
-                raise DeviceError(f"no light reaches the camera even at {MAX_EXPOSURE_S:g} s exposure; check the "
-                                  "laser, the shutter and the input SLM")
-        raise DeviceError("auto-exposure did not settle: the light level keeps changing (laser unstable?)")
+        def probe(exposure_s: float) -> tuple[float, int]:
+            self._set_exposure(exposure_s)
+            return self._probe(exposure_s)
+
+        start = float(self.client.devices()["camera"].get("exposure_s") or 1e-3)
+        return settle_exposure(start, probe, self._max_dn, self.echo)
 
     # -- measuring -------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ from typing import Any, Callable
 import numpy as np
 
 from labctl.client import BenchClient
+from labctl.deploy.exposure import settle_exposure
 from labctl.errors import BenchUnreachable, ConfigError, LabctlError
 from labctl.protocol import LEASE_HELD, WireError
 
 LEASE_TTL_S = 60.0
-TARGET_PEAK = 0.5  # brightest probe pixel as a share of the camera's range
 
 
 def _digest(maps: dict[str, np.ndarray]) -> str:
@@ -211,25 +211,12 @@ class HilSession:
 
     def auto_expose(self, inputs: np.ndarray) -> float:
         """An exposure that puts the brightest pixel of ``inputs`` near half the range."""
-        exposure = float(self.client.devices()["camera"].get("exposure_s") or 1e-3)
-        for _ in range(12):
-            self._set_exposure(exposure)
+        def probe(exposure_s: float) -> tuple[float, int]:
+            self._set_exposure(exposure_s)
             records, bufs = self._run(inputs, None, True)
             self.frames += len(records)
             peak = max(float(np.max(bufs[r["buffers"][0]])) for r in records)
-            saturated = sum(int(r.get("saturated") or 0) for r in records)
-            if saturated:
-                exposure /= 4
-                continue
-            if peak <= 0:
-                exposure *= 30
-            else:
-                ratio = TARGET_PEAK * self._max_dn / peak
-                if 0.7 <= ratio <= 1.4:
-                    self.echo(f"exposure {exposure:.4g} s: brightest pixel {peak:.0f} DN of {self._max_dn:.0f}")
-                    return exposure
-                exposure *= float(np.clip(ratio, 1 / 16, 16))
-            if exposure > 10.0:
-                raise LabctlError("no light reaches the camera even at 10 s exposure; check the laser, the shutter "
-                                  "and the input SLM")
-        raise LabctlError("auto-exposure did not settle: the light level keeps changing")
+            return peak, sum(int(r.get("saturated") or 0) for r in records)
+
+        start = float(self.client.devices()["camera"].get("exposure_s") or 1e-3)
+        return settle_exposure(start, probe, self._max_dn, self.echo)
