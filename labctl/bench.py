@@ -160,7 +160,7 @@ def _slm(cfg: BenchConfig, s: SlmConfig, world: Any) -> Slm:
     from drivers.hdmi import HdmiSlm
 
     monitor = s.monitor if s.monitor is not None else 0
-    return HdmiSlm(s.name, monitor, s.roi, screen, s.pitch_m, s.settle_s)
+    return HdmiSlm(s.name, monitor, s.roi, screen, s.pitch_m, s.settle_s, verify=s.verify)
 
 
 def camera_plugins() -> dict[str, Any]:

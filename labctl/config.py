@@ -66,6 +66,7 @@ class SlmConfig:
     settle_s: float
     monitor: int | str | None = None  # screeninfo index or name (hdmi)
     serial: str = ""
+    verify: bool = True  # hdmi: read every map back from the X server before show returns
     truth: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -354,6 +355,9 @@ def _slm(t: _Table) -> SlmConfig:
     settle_s = t.get("settle_s", _non_negative, "a settle time in seconds, >= 0", 0.0 if driver == "sim" else 0.1)
     monitor = t.get("monitor", _int_or_str, "a monitor index (integer) or name (string)", None)
     serial = t.get("serial", _string, "the SLM's serial number", "")
+    verify = t.get("verify", _bool, "true or false (read every shown map back from the X server)", True)
+    if driver != "hdmi" and t.has("verify"):
+        t.fail(f"only meaningful with driver = \"hdmi\" (driver is {driver!r})", "verify")
     x, y, w, h = roi
     if w == 0 or h == 0:
         t.fail(f"ROI width and height must be > 0, got {list(roi)}", "roi")
@@ -368,7 +372,7 @@ def _slm(t: _Table) -> SlmConfig:
         t.fail("an HDMI SLM needs a monitor (screeninfo index or name; see `labctl devices`)", "monitor")
     truth = _truth(t, driver, SLM_TRUTH_KEYS)
     t.finish()
-    return SlmConfig(name, role, driver, resolution, pitch_m, roi, upsample, settle_s, monitor, serial, truth)
+    return SlmConfig(name, role, driver, resolution, pitch_m, roi, upsample, settle_s, monitor, serial, verify, truth)
 
 
 def _camera(t: _Table) -> CameraConfig:

@@ -186,3 +186,17 @@ def test_status_is_json_and_names_every_device(tmp_path):
         s = json.loads(json.dumps(b.status()))
     assert s["bench"] == "t" and list(s["slms"]) == ["in", "l1"]
     assert s["laser"]["on"] is False and s["shutter"]["open"] is False and s["camera"]["connected"]
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_hdmi_slm_gets_the_verify_setting(tmp_path, verify):
+    from labctl.bench import open_slm
+
+    text = BASE.format(laser=SIM_LASER, shutter="", camera=SIM_CAMERA, truth="")
+    text = text.replace('driver = "sim"\nresolution = [64, 48]\npitch_m = 8e-6\nroi = [4, 4',
+                        f'driver = "hdmi"\nmonitor = 0\nverify = {str(verify).lower()}\n'
+                        'resolution = [64, 48]\npitch_m = 8e-6\nroi = [4, 4')
+    p = tmp_path / "hdmi.toml"
+    p.write_text(text)
+    slm = open_slm(load_bench(p), "l1")  # built, not connected: no display needed
+    assert slm.verify is verify

@@ -151,3 +151,14 @@ def test_unknown_slm_name_lists_known():
     b = load_bench("sim")
     with pytest.raises(ConfigError, match="slm0, slm1, slm2, slm3"):
         b.slm("slm9")
+
+
+def test_hdmi_verify_flag(tmp_path):
+    hdmi = edited('driver = "sim"\nresolution = [1920, 1080]', 'driver = "hdmi"\nmonitor = 1\nverify = false\n'
+                  'resolution = [1920, 1080]')
+    hdmi = hdmi.replace('[slm.truth]\nresponse_file = "input.response.json"\nshift_px = [0.0, 0.0]\n'
+                        'rotation_deg = 0.0\nfringing_px = 0.6\n', "", 1)
+    b = load_bench(write(tmp_path, hdmi))
+    assert b.input_slm.verify is False and b.slm("slm1").verify is True
+    bad = edited('name = "slm1"\nrole = "layer"\ndriver = "sim"', 'name = "slm1"\nrole = "layer"\ndriver = "sim"\nverify = false')
+    assert 'verify: only meaningful with driver = "hdmi"' in error_for(tmp_path, bad)
