@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/claims_report.py [RESULTS_DIR]
 
-Reads experiments/results/{claims_000,claims_001,claims_003}/cells (whatever has
+Reads experiments/results/{claims_000,claims_001,claims_001_q16,claims_003}/cells (whatever has
 finished) and prints markdown: mean ± sample std over seeds, with n.
 """
 
@@ -46,9 +46,10 @@ def confidence_000(rows: list[dict]) -> str:
 
 def table_001(rows: list[dict]) -> str:
     methods = ["full", "ptq", "ste", "gs", "dsq", "psq-ft", "psq-li", "psq-lt"]
-    lines = ["| method | Q2 | Q4 | Q8 |", "|---|---|---|---|"]
+    levels = sorted({r["levels"] for r in rows if "levels" in r}) or [2, 4, 8]
+    lines = ["| method | " + " | ".join(f"Q{k}" for k in levels) + " |", "|---|" + "---|" * len(levels)]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(fmt(pick(rows, method=m, levels=k)) for k in (2, 4, 8)) + " |")
+        lines.append(f"| {m} | " + " | ".join(fmt(pick(rows, method=m, levels=k)) for k in levels) + " |")
     return "\n".join(lines)
 
 
@@ -65,6 +66,7 @@ def table_003(rows: list[dict]) -> str:
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results")
     r000, r001, r003 = (collect(root / n) for n in ("claims_000", "claims_001", "claims_003"))
+    r001 = r001 + collect(root / "claims_001_q16")  # the same grid at 16 levels, same bases
     print("### 000: methods at 8 measured levels\n\n" + table_000(r000) + "\n")
     print("### 000: confidence study (GS)\n\n" + confidence_000(r000) + "\n")
     print("### 001: Table 1 shape (ideal uniform phase, depth 3)\n\n" + table_001(r001) + "\n")
