@@ -34,11 +34,11 @@ def server_env() -> dict[str, str]:
 
 
 class ServeProcess:
-    """`labctl serve --bench sim` in a subprocess on a loopback port."""
+    """`labctl serve --bench BENCH` (default: sim) in a subprocess on a loopback port."""
 
-    def __init__(self, endpoint: str | None = None):
+    def __init__(self, endpoint: str | None = None, bench: str | Path = "sim"):
         self.endpoint = endpoint or free_endpoint()
-        self.proc = subprocess.Popen([sys.executable, "-m", "labctl", "serve", "--bench", "sim", "--bind",
+        self.proc = subprocess.Popen([sys.executable, "-m", "labctl", "serve", "--bench", str(bench), "--bind",
                                       self.endpoint], env=server_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60

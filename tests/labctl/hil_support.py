@@ -4,19 +4,13 @@ calibrations of a simulated bench file and a bench server in a thread."""
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 from labctl.config import BenchConfig, load_bench
+from tests.labctl.deploy_support import ROOT, free_endpoint
+from tests.labctl.deploy_support import ServeProcess as _ServeProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 MISALIGNED = ROOT / "experiments" / "benches" / "misaligned.toml"
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def make_calibrations(bench: str | Path, folder: Path) -> Path:
@@ -68,42 +62,11 @@ class ThreadServer:
             self._devices.__exit__(None, None, None)
 
 
-class ServeProcess:
+class ServeProcess(_ServeProcess):
     """`labctl serve --bench FILE` in a subprocess on a loopback port (killable, restartable)."""
 
     def __init__(self, bench: str | Path, endpoint: str | None = None):
-        import os
-        import subprocess
-        import sys
-        import time
-
-        from labctl.client import BenchClient
-        from labctl.errors import BenchUnreachable
-
-        self.endpoint = endpoint or free_endpoint()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "labctl", "serve", "--bench", str(bench), "--bind",
-                                      self.endpoint], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"labctl serve exited: {self.proc.stderr.read().decode()}")
-            try:
-                with BenchClient(self.endpoint, timeout_s=1.0, retries=0) as c:
-                    self.server_id = c.hello()["server"]
-                return
-            except BenchUnreachable:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError("labctl serve did not answer within 60 s")
-
-    def kill(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        super().__init__(endpoint, bench=bench)
 
 
 def make_random_model(bench: str | Path, cal_dir: Path, folder: Path, seed: int = 0, block: int = 5) -> Path:
