@@ -10,27 +10,10 @@ import pytest
 
 from labctl.client import BenchClient
 from labctl.protocol import BAD_ARGS, BAD_BUFFER, BUSY, LEASE_HELD, LEASE_REQUIRED, NOT_FOUND, WireError
+from tests.labctl.conftest import FAKE_SHAPE
 from tests.labctl.fakes import FakeBench, start_server
 
-SHAPE = (20, 30)
-
-
-@pytest.fixture()
-def bench():
-    return FakeBench(SHAPE)
-
-
-@pytest.fixture()
-def server(bench):
-    srv = start_server(bench)
-    yield srv
-    srv.close()
-
-
-@pytest.fixture()
-def client(server):
-    with BenchClient(server.endpoint, timeout_s=5) as c:
-        yield c
+SHAPE = FAKE_SHAPE
 
 
 def _maps(n, seed=0):

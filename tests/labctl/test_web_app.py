@@ -14,15 +14,11 @@ from labctl.client import BenchClient
 from labctl.web.artifacts import ArtifactDirs
 from labctl.web.http import HttpAddress, bind_socket, check_http_bind, parse_http
 from labctl.web.service import WebView
-from tests.labctl.fakes import FakeBench, start_server
+from tests.labctl.conftest import FAKE_SHAPE
+from tests.labctl.fakes import start_server
 from tests.labctl.test_web_overlay import registration
 
-SHAPE = (20, 30)
-
-
-@pytest.fixture()
-def bench():
-    return FakeBench(SHAPE)
+SHAPE = FAKE_SHAPE
 
 
 @pytest.fixture()
