@@ -122,7 +122,7 @@ def test_cli_in_situ_survives_a_killed_and_restarted_server(setup, tmp_path, cap
     out = tmp_path / "models"
     args = ["train", "--bench", str(MISALIGNED), *[x for s in ("slm1", "slm2", "slm3")
                                                    for x in ("--calibration", str(cal / f"{s}.cal.json"))],
-            "--in-situ", serve.endpoint, "--init", str(model_dir), "--images", "24", "--batch-size", "8",
+            "--in-situ", serve.endpoint, "--init", str(model_dir), "--images", "80", "--batch-size", "8",
             "--epochs", "1", "--out", str(out), "--name", "hil", "--threads", "1"]
     import threading
 
@@ -148,7 +148,7 @@ def test_cli_in_situ_survives_a_killed_and_restarted_server(setup, tmp_path, cap
     meta = json.loads((out / "hil" / "model.json").read_text())
     assert meta["training"]["method"] == "in-situ"
     assert meta["training"]["server_restarts"] >= 1
-    assert len(meta["training"]["history"]) == 3
+    assert len(meta["training"]["history"]) == 10
     assert "restarted" in capsys.readouterr().err
 
 
