@@ -262,6 +262,17 @@ def fringe(t: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     return torch.complex(y[0], y[1]) if t.is_complex() else y[0]
 
 
+def slm_pixels(amplitude: torch.Tensor, phase: torch.Tensor, oversample: int,
+               sigma: torch.Tensor | float) -> torch.Tensor:
+    """The complex transmission an SLM shows for neuron maps of ``amplitude`` and
+    ``phase`` (radians, unwrapped) ``(..., N, N)``: each neuron as ``oversample``²
+    pixels, then the pixel crosstalk (Gaussian, ``sigma`` pixels). The crosstalk smooths
+    the liquid crystal's retardance, so amplitude and phase are smoothed apart, as the
+    simulated bench does (drivers/sim/world.py); smoothing the complex field instead
+    dims every edge between unlike levels, a different device."""
+    return torch.polar(fringe(upsample(amplitude, oversample), sigma), fringe(upsample(phase, oversample), sigma))
+
+
 def fine_geometry(geometry: Geometry, s: int) -> Geometry:
     """The same bench sampled ``s`` times finer (pitch / s, regions and input scaled)."""
     if s == 1:
@@ -344,8 +355,7 @@ class BenchTwin(torch.nn.Module):
         sigma = self.fringing.clamp(0.0, float(FRINGE_RADIUS) / 2)
         u = self.gaps[0](fringe(upsample(inputs.float(), s), sigma).to(torch.complex64))
         for i, gap in enumerate(self.gaps[1:]):
-            t = torch.polar(layer_amp[i], layer_phase[i] * self.phase_scale[i])
-            t = fringe(upsample(t, s), sigma)
+            t = slm_pixels(layer_amp[i], layer_phase[i] * self.phase_scale[i], s, sigma)
             rot = torch.deg2rad(self.rot_deg[i])
             shift = self.shift[i] * s
             t = torch.stack([warp_transmission(tk, rot, shift) for tk in t]) if t.shape[0] > 1 \
@@ -538,15 +548,15 @@ class CorrectedLayer(torch.nn.Module):
         else:
             super().__setattr__(name, value)
 
-    def _warp(self, t: torch.Tensor) -> torch.Tensor:
-        t = fringe(upsample(t, self.oversample), self.fringing_px)
+    def _warp(self, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        t = slm_pixels(amplitude, phase, self.oversample, self.fringing_px)
         return warp_transmission(t, self.rot, self.shift * self.oversample)
 
     def forward(self) -> torch.Tensor:
-        return self._warp(self.inner())
+        return self._warp(*self.inner.polar())
 
     def evaluation_transmission(self) -> torch.Tensor:
-        return self._warp(self.inner.evaluation_transmission())
+        return self._warp(*self.inner.evaluation_polar())
 
     def set_progress(self, epoch: float, epochs: int) -> None:
         self.inner.set_progress(epoch, epochs)

@@ -49,14 +49,15 @@ class SoftLevels(Quantizer):
         logits.scatter_(-1, torch.from_numpy(np.asarray(indices, dtype=np.int64))[..., None], float(margin))
         self.logits = torch.nn.Parameter(logits)
 
-    def forward(self) -> torch.Tensor:
+    def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
         # Straight through: the value is the hard map the bench shows, so the twin's
         # Jacobian is taken at the bench's operating point; the gradient flows through
         # the soft weights. (Soft values alone put the twin at a different network and
         # the bench accuracy drifted down once it was high.)
         w = torch.softmax(self.logits, dim=-1)
-        soft = torch.polar(w @ self.level_amplitude, w @ self.level_phase)
-        return self.hard_transmission() + (soft - soft.detach())
+        amp, phase = w @ self.level_amplitude, w @ self.level_phase
+        hard_amp, hard_phase = self.hard_polar()
+        return hard_amp + (amp - amp.detach()), hard_phase + (phase - phase.detach())
 
     def hard_indices(self) -> torch.Tensor:
         return self.logits.detach().argmax(dim=-1)

@@ -24,9 +24,12 @@ def register(cls: type["Quantizer"]) -> type["Quantizer"]:
 class Quantizer(torch.nn.Module):
     """Trainable parameters of one layer → complex transmission ``(N, N)``.
 
-    Subclasses implement :meth:`forward` (the transmission used while training, may be
-    soft/noisy) and :meth:`hard_indices` (the level index per pixel the bench shows);
-    the rest is shared. ``levels`` are the K device levels of this layer's SLM.
+    Subclasses implement :meth:`polar` (amplitude and phase of the transmission used
+    while training, may be soft/noisy) and :meth:`hard_indices` (the level index per
+    pixel the bench shows); the rest is shared. Amplitude and phase are kept apart, the
+    phase unwrapped as the device's levels are, because an SLM's pixel crosstalk smooths
+    the liquid crystal's retardance, i.e. the phase map, not the complex field
+    (``sims.refine.fringe_polar``). ``levels`` are the K device levels of this layer's SLM.
     Temperature-like state follows :meth:`set_progress`, called by the trainer before
     every step with the fractional epoch.
     """
@@ -49,21 +52,33 @@ class Quantizer(torch.nn.Module):
         """A term the trainer adds to the loss (e.g. PSQ-LT's temperature push); None = nothing."""
         return None
 
-    def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+    def polar(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        """(amplitude, phase in radians), each ``(N, N)``: the training transmission."""
         raise NotImplementedError
+
+    def forward(self) -> torch.Tensor:
+        return torch.polar(*self.polar())
 
     def hard_indices(self) -> torch.Tensor:  # pragma: no cover - abstract
         """Level index per pixel, int64 ``(N, N)``: what the SLM will display."""
         raise NotImplementedError
 
+    def hard_polar(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(amplitude, phase in radians) of the displayed levels."""
+        idx = self.hard_indices()
+        return self.level_amplitude[idx], self.level_phase[idx]
+
     def hard_transmission(self) -> torch.Tensor:
         """The transmission of the displayed levels, complex64 ``(N, N)``."""
-        idx = self.hard_indices()
-        return torch.polar(self.level_amplitude[idx], self.level_phase[idx])
+        return torch.polar(*self.hard_polar())
+
+    def evaluation_polar(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What evaluation simulates, as (amplitude, phase): the hard levels for quantized methods."""
+        return self.hard_polar() if self.quantized else self.polar()
 
     def evaluation_transmission(self) -> torch.Tensor:
         """What evaluation simulates: the hard levels for quantized methods."""
-        return self.hard_transmission() if self.quantized else self.forward()
+        return torch.polar(*self.evaluation_polar())
 
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         """(gray uint8 ``(N, N)``, t complex64 ``(N, N)``) for the model artifact."""

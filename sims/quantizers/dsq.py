@@ -34,7 +34,7 @@ class DifferentiableSoft(PhaseStaircase):
     def alpha(self) -> torch.Tensor:
         return 0.5 * torch.sigmoid(self.alpha_logit).clamp(1e-4, 1 - 1e-4)
 
-    def soft(self) -> torch.Tensor:
+    def soft(self) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.phase_range
         x = self.phase.clamp(lo, hi)
         i = (x.detach()[..., None] >= self.level_phase[1:-1]).sum(dim=-1) if self.levels.k > 2 \
@@ -46,7 +46,7 @@ class DifferentiableSoft(PhaseStaircase):
         frac = (1 + s * torch.tanh(k * (x - self.mid[i]))) / 2
         phase = self.level_phase[i] + width * frac
         amp = self.level_amplitude[i] + self.step_amplitude[i] * frac
-        return torch.polar(amp, phase)
+        return amp, phase
 
     def describe(self) -> dict:
         return {"method": self.name, "alpha": float(self.alpha.detach())}

@@ -26,8 +26,8 @@ class FullPrecision(Quantizer):
         init = torch.rand(self.shape, generator=generator) * 2 * torch.pi
         self.phase = torch.nn.Parameter(init)
 
-    def forward(self) -> torch.Tensor:
-        return torch.polar(torch.ones_like(self.phase), self.phase)
+    def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones_like(self.phase), self.phase
 
     def hard_indices(self) -> torch.Tensor:
         with torch.no_grad():

@@ -41,11 +41,11 @@ class GumbelSoftmax(Quantizer):
         gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
         return torch.softmax((self.logits + gumbel) / self.tau, dim=-1)
 
-    def forward(self) -> torch.Tensor:
+    def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
-            return self.hard_transmission()
+            return self.hard_polar()
         w = self.weights()
-        return torch.polar(w @ self.level_amplitude, w @ self.level_phase)
+        return w @ self.level_amplitude, w @ self.level_phase
 
     def hard_indices(self) -> torch.Tensor:
         return self.logits.detach().argmax(dim=-1)

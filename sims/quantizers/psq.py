@@ -43,7 +43,7 @@ class _Psq(PhaseStaircase):
     def tau(self) -> float:
         return float(self.temperature().detach())
 
-    def soft(self) -> torch.Tensor:
+    def soft(self) -> tuple[torch.Tensor, torch.Tensor]:
         z = (self.phase[..., None] - self.mid) / self.mean_step
         return self.chord(torch.sigmoid(self.temperature() * z))
 

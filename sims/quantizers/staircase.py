@@ -59,16 +59,16 @@ class PhaseStaircase(Quantizer):
     def hard_indices(self) -> torch.Tensor:
         return self.staircase_indices(self.phase)
 
-    def chord(self, weights: torch.Tensor) -> torch.Tensor:
-        """Transmission for per-step weights ``(N, N, K−1)`` in [0, 1]."""
+    def chord(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(amplitude, phase) for per-step weights ``(N, N, K−1)`` in [0, 1]."""
         phase = self.level_phase[0] + weights @ self.step_phase
         amp = self.level_amplitude[0] + weights @ self.step_amplitude
-        return torch.polar(amp, phase)
+        return amp, phase
 
-    def forward(self) -> torch.Tensor:
+    def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
-            return self.hard_transmission()
+            return self.hard_polar()
         return self.soft()
 
-    def soft(self) -> torch.Tensor:  # pragma: no cover - abstract
+    def soft(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -13,8 +13,8 @@ from sims.quantizers.staircase import PhaseStaircase
 class StraightThrough(PhaseStaircase):
     name = "ste"
 
-    def soft(self) -> torch.Tensor:
+    def soft(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.staircase_indices(self.phase)
         # value of the displayed level, gradient of the raw phase: ∂Q/∂x = 1
         phase = self.level_phase[idx] + (self.phase - self.phase.detach())
-        return torch.polar(self.level_amplitude[idx], phase)
+        return self.level_amplitude[idx], phase

@@ -66,8 +66,8 @@ class WeightSharingRaw(WeightSharing):
     name = "wsq-raw"
     quantized = False  # the shared values themselves: a reference, not a deployable map
 
-    def forward(self) -> torch.Tensor:
+    def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training:
-            return super().forward()
+            return super().polar()
         centroids, assign = self.clusters()
-        return torch.polar(torch.ones(self.shape), centroids[assign].float())
+        return torch.ones(self.shape), centroids[assign].float()
