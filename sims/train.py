@@ -54,6 +54,8 @@ class TrainConfig:
     dataset: str = "mnist-5k"
     split: str = ""
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Each training digit moved by up to this many of its pixels per step (0: off).
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in QUANTIZERS:
@@ -66,6 +68,8 @@ class TrainConfig:
         if len(self.levels) != self.geometry.layers:
             raise SimulationError(f"{self.geometry.layers} layers need {self.geometry.layers} level sets, "
                                   f"got {len(self.levels)}")
+        if not 0 <= self.augment_shift <= 8:
+            raise SimulationError(f"augment_shift must be 0..8 image pixels, got {self.augment_shift}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise SimulationError("epochs and batch_size must be >= 1 and lr > 0")
 
@@ -75,6 +79,20 @@ class TrainConfig:
         d.pop("threads")
         d.pop("epochs")  # a resumed run may be extended
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def shift_images(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image ``(B, h, w)`` moved by a random whole number of its pixels, at most
+    ``max_shift`` along each axis, the border filled with 0 (the digits' background).
+    The embedded split has 4,000 training digits: without this the twin learns them
+    (soft training accuracy 0.997 against 0.95 on the test digits)."""
+    if max_shift <= 0:
+        return images
+    b, h, w = images.shape
+    m = max_shift
+    padded = F.pad(images, (m, m, m, m))
+    offsets = torch.randint(0, 2 * m + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[i, r:r + h, c:c + w] for i, (r, c) in enumerate(offsets)])
 
 
 def build_model(config: TrainConfig) -> DONN:
@@ -214,7 +232,7 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
                 progress = (epoch + step / steps) / config.epochs
                 for group in opt.param_groups:
                     group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-            scores = model(images[batch])
+            scores = model(shift_images(images[batch], config.augment_shift, g))
             loss = loss_fn(scores, labels[batch], config.loss, config.softmax_scale)
             terms = [r for q in model.layers if (r := q.regularizer()) is not None]
             if terms:
@@ -260,6 +278,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: str | Path
         "loss": config.loss,
         "optimizer": "adam",
         "softmax_scale": config.softmax_scale,
+        "augment_shift": config.augment_shift,
         "seconds": round(sum(h["seconds"] for h in result.history), 2),
         "cpu_seconds": round(sum(h.get("cpu_seconds", 0.0) for h in result.history), 2),
         "history": result.history,

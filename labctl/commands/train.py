@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "tau_rate": None,
     "init_std": 1.0,
     "softmax_scale": 50.0,
+    "augment_shift": 0,
     "input_size": None,
     "dataset": "mnist-5k",
     "data_dir": None,
@@ -50,7 +51,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "epochs": (int,), "lr": (int, float), "lr_schedule": (str,), "batch_size": (int,),
     "loss": (str,),
     "schedule": (str,), "tau_start": (int, float), "tau_end": (int, float), "tau_rate": (int, float),
-    "init_std": (int, float), "softmax_scale": (int, float), "input_size": (int,), "dataset": (str,),
+    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int,), "input_size": (int,), "dataset": (str,),
     "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,), "threads": (int,),
 }
 
@@ -168,6 +169,8 @@ def _levels(settings: dict[str, Any], layers: int):
               help="Linear decay per epoch (paper: 0.5); default spans start→end over the run.")
 @click.option("--softmax-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Logits = scale · s/Σs for cross-entropy and the confidence study (default 50).")
+@click.option("--augment-shift", type=click.IntRange(0, 8), default=None,
+              help="Move each training digit by up to this many of its pixels per step (default 0: off).")
 @click.option("--input-size", type=click.IntRange(1), default=None, help="Side of the resized input, neurons.")
 @click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default=None,
               help="Training data (default: the embedded mnist-5k).")
@@ -222,7 +225,7 @@ def train(config_file: Path | None, resume: bool, twin_file: Path | None = None,
         schedule=Schedule(settings["schedule"], start=settings["tau_start"], end=settings["tau_end"],
                           rate=settings["tau_rate"]),
         seed=settings["seed"], init_std=settings["init_std"], softmax_scale=settings["softmax_scale"],
-        dataset=data.name, split=data.split, threads=settings["threads"])
+        dataset=data.name, split=data.split, threads=settings["threads"], augment_shift=settings["augment_shift"])
     name = settings["name"] or f"{settings['preset'] or ('bench' if not settings['bench'] else 'custom')}-" \
                                f"{settings['method']}"
     folder = Path(settings["out"]) / name

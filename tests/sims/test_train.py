@@ -14,8 +14,8 @@ from sims.device import ideal_levels, load_response, select_levels
 from sims.donn import Geometry, layout_regions
 from sims.errors import DataError, SimulationError
 from sims.quantizers.schedules import Schedule
-from sims.train import (TrainConfig, confidence_study, model_from_layers, predict_scores, train, accuracy,
-                        write_artifact)
+from sims.train import (TrainConfig, confidence_study, model_from_layers, predict_scores, shift_images, train,
+                        accuracy, write_artifact)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "labctl" / "benches" / "layer_a.response.json"
 
@@ -96,7 +96,24 @@ def test_confidence_study_removes_margin() -> None:
     assert out["80%"] == 0.0
 
 
+def test_shift_augmentation_moves_whole_digits_within_the_bound() -> None:
+    images = torch.from_numpy(load_mnist_5k().train_images[:64])
+    moved = shift_images(images, 2, torch.Generator().manual_seed(1))
+    assert moved.dtype == images.dtype and moved.shape == images.shape
+    seen = set()
+    for a, b in zip(images, moved):
+        # find the one shift (|dy|, |dx| <= 2) that maps the digit onto its moved copy
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(torch.roll(a, (dy, dx), (0, 1)), b)]
+        assert matches, "a moved digit is not a shifted copy of the original"
+        seen.add(matches[0])
+    assert len(seen) > 10  # the shifts vary from digit to digit
+    assert torch.equal(shift_images(images, 0, torch.Generator()), images)
+
+
 def test_bad_config() -> None:
+    with pytest.raises(SimulationError, match="augment_shift"):
+        _config(augment_shift=9)
     with pytest.raises(SimulationError, match="unknown method"):
         _config(method="magic")
     with pytest.raises(SimulationError, match="level sets"):
