@@ -1,8 +1,9 @@
 """``labctl demo``: the whole loop on the simulated bench in one command.
 
 serve (a subprocess on a free loopback port) → calibrate every SLM and the camera
-registration → train a Gumbel-Softmax model on those calibrations → deploy it
-through the server → report. Each stage is the real subcommand, called with the
+registration → refine the twin (its alignment, crosstalk and distances, fitted to
+probe frames) → train a Gumbel-Softmax model on those calibrations through the
+refined twin → deploy it through the server → report. Each stage is the real subcommand, called with the
 arguments a user would type; the server is stopped at the end whatever happens.
 See docs/deploy.md.
 """
@@ -25,8 +26,13 @@ from labctl.errors import BenchUnreachable, LabctlError, UsageError
 from labctl.options import out_option
 
 # Settings measured on the simulated bench (docs/performance.md, "Deploy and demo").
-FULL = {"epochs": 6, "average": 1, "limit": None}
-QUICK = {"epochs": 1, "average": 1, "limit": 100}
+# The full demo trains on the SLM-pixel grid (oversample = the bench's upsample,
+# "0"): the grid the bench's light really crosses, 5x the cost per epoch of the
+# neuron grid. The quick one keeps the neuron grid and a token fit: a smoke test.
+FULL = {"epochs": 2, "average": 1, "limit": None,
+        "refine": ["--sets", "4", "--inputs", "8", "--iterations", "150", "--oversample", "0"]}
+QUICK = {"epochs": 1, "average": 1, "limit": 100,
+         "refine": ["--sets", "1", "--inputs", "4", "--iterations", "10", "--oversample", "1"]}
 MODEL_NAME = "demo-gs"
 SERVER_START_S = 90.0
 
@@ -34,6 +40,8 @@ SERVER_START_S = 90.0
 NEEDS = {
     "labctl.commands.calibrate": "`labctl calibrate` (SLM responses and camera registration)",
     "calibration.response": "the calibration package (calibration/response.py)",
+    "labctl.commands.refine": "`labctl refine` (labctl/commands/refine.py)",
+    "sims.refine": "the twin's refinement (sims/refine.py)",
     "labctl.commands.train": "`labctl train` (labctl/commands/train.py)",
     "sims.train": "the twin's trainer (sims/train.py)",
     "labctl.commands.deploy": "`labctl deploy` (labctl/commands/deploy.py)",
@@ -113,6 +121,7 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
     check_pieces()
     from labctl.commands.calibrate import calibrate
     from labctl.commands.deploy import deploy
+    from labctl.commands.refine import refine
     from labctl.commands.train import train
 
     settings = dict(QUICK if quick else FULL)
@@ -129,8 +138,12 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
                          "--out", str(cal)], "calibrate")
         t_cal = time.monotonic()
         server.wait_ready()
+        _run(refine, ["--endpoint", server.endpoint, "--bench", "sim", "--calibrations", str(cal),
+                      *settings["refine"]], "refine")
+        t_refine = time.monotonic()
         layers = [f"{cal}/{name}.cal.json" for name in _layer_slms()]
         train_args = ["--bench", "sim", *sum((["--calibration", p] for p in layers), []),
+                      "--twin", str(cal / "sim.twin.json"),
                       "--epochs", str(settings["epochs"]), "--threads", "1", "--out", str(models),
                       "--name", MODEL_NAME]
         _run(train, train_args, "train")
@@ -144,8 +157,8 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
         server.stop()
     t_end = time.monotonic()
     report = _latest_report(runs)
-    click.echo(f"\ndemo finished in {t_end - t0:.0f} s (calibrate {t_cal - t0:.0f} s, train {t_train - t_cal:.0f} s, "
-               f"deploy {t_end - t_train:.0f} s)")
+    click.echo(f"\ndemo finished in {t_end - t0:.0f} s (calibrate {t_cal - t0:.0f} s, refine {t_refine - t_cal:.0f} s, "
+               f"train {t_train - t_refine:.0f} s, deploy {t_end - t_train:.0f} s)")
     click.echo(f"report: {report}")
 
 
