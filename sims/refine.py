@@ -219,14 +219,6 @@ def _affine_sample(x: torch.Tensor, rot_rad: torch.Tensor, shift: torch.Tensor, 
     return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode=padding, align_corners=True)[:, 0]
 
 
-def warp_transmission(t: torch.Tensor, rot_rad: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """A complex transmission map (N, N) displaced and turned (edges repeat, like a
-    real SLM whose neighbouring pixels show the border level)."""
-    parts = torch.stack((t.real, t.imag))
-    moved = _affine_sample(parts, rot_rad, shift)
-    return torch.complex(moved[0], moved[1])
-
-
 def upsample(x: torch.Tensor, s: int) -> torch.Tensor:
     """Each sample repeated ``s``×``s`` times (a neuron shown as square SLM pixels)."""
     if s == 1:
@@ -262,15 +254,41 @@ def fringe(t: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     return torch.complex(y[0], y[1]) if t.is_complex() else y[0]
 
 
-def slm_pixels(amplitude: torch.Tensor, phase: torch.Tensor, oversample: int,
-               sigma: torch.Tensor | float) -> torch.Tensor:
+def slm_pixels(amplitude: torch.Tensor, phase: torch.Tensor, oversample: int, sigma: torch.Tensor | float,
+               rot_rad: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+               complex_mix: float = 0.0) -> torch.Tensor:
     """The complex transmission an SLM shows for neuron maps of ``amplitude`` and
-    ``phase`` (radians, unwrapped) ``(..., N, N)``: each neuron as ``oversample``²
-    pixels, then the pixel crosstalk (Gaussian, ``sigma`` pixels). The crosstalk smooths
-    the liquid crystal's retardance, so amplitude and phase are smoothed apart, as the
-    simulated bench does (drivers/sim/world.py); smoothing the complex field instead
-    dims every edge between unlike levels, a different device."""
-    return torch.polar(fringe(upsample(amplitude, oversample), sigma), fringe(upsample(phase, oversample), sigma))
+    ``phase`` (radians, unwrapped) ``(N, N)`` or ``(B, N, N)``: each neuron as
+    ``oversample``² pixels, the pixel crosstalk (Gaussian, ``sigma`` pixels), then the
+    plane's misalignment (``rot_rad``, ``shift`` (rows, cols) in pixels; edges repeat,
+    like a real SLM whose neighbouring pixels show the border level).
+
+    Amplitude and phase are smoothed and resampled apart, then combined, as the
+    simulated bench does (drivers/sim/world.py): the crosstalk smooths the liquid
+    crystal's retardance, i.e. the phase map. Smoothing or interpolating the complex
+    field instead dims every edge between unlike levels, a different device (on the
+    simulated bench it cost the refined twin 3 points of captured accuracy,
+    docs/results.md).
+
+    ``complex_mix`` in [0, 1] blends in the complex-field resampling: the fit starts
+    there, where the loss is smoother in the shifts, and ends at 0.
+    """
+    a = fringe(upsample(amplitude, oversample), sigma)
+    p = fringe(upsample(phase, oversample), sigma)
+    if rot_rad is None or shift is None:
+        return torch.polar(a, p)
+
+    def moved(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        single = x.dim() == 2
+        out = _affine_sample(torch.cat((x[None], y[None]) if single else (x, y)), rot_rad, shift)
+        half = out.shape[0] // 2
+        return (out[0], out[1]) if single else (out[:half], out[half:])
+
+    t = torch.polar(*moved(a, p))
+    if complex_mix > 0:
+        c = torch.polar(a, p)
+        t = (1 - complex_mix) * t + complex_mix * torch.complex(*moved(c.real, c.imag))
+    return t
 
 
 def fine_geometry(geometry: Geometry, s: int) -> Geometry:
@@ -347,6 +365,7 @@ class BenchTwin(torch.nn.Module):
         self.gaps = torch.nn.ModuleList(_Gap(fine, z, e, fit_distances)
                                         for z, e in zip(geometry.distances_m, start.distance_error_m))
         self.names = start.slm_names or tuple(f"layer{i + 1}" for i in range(L))
+        self.complex_mix = 0.0  # see slm_pixels; the fit anneals it to 0
 
     def intensity(self, inputs: torch.Tensor, layer_phase: Sequence[torch.Tensor],
                   layer_amp: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -355,11 +374,8 @@ class BenchTwin(torch.nn.Module):
         sigma = self.fringing.clamp(0.0, float(FRINGE_RADIUS) / 2)
         u = self.gaps[0](fringe(upsample(inputs.float(), s), sigma).to(torch.complex64))
         for i, gap in enumerate(self.gaps[1:]):
-            t = slm_pixels(layer_amp[i], layer_phase[i] * self.phase_scale[i], s, sigma)
-            rot = torch.deg2rad(self.rot_deg[i])
-            shift = self.shift[i] * s
-            t = torch.stack([warp_transmission(tk, rot, shift) for tk in t]) if t.shape[0] > 1 \
-                else warp_transmission(t[0], rot, shift)[None]
+            t = slm_pixels(layer_amp[i], layer_phase[i] * self.phase_scale[i], s, sigma,
+                           torch.deg2rad(self.rot_deg[i]), self.shift[i] * s, self.complex_mix)
             u = gap(u * t)
         return pool(u.real.square() + u.imag.square(), s)
 
@@ -491,6 +507,7 @@ def fit_twin(geometry: Geometry, probes: Sequence[Probe], *, start: TwinCorrecti
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, options.iterations), eta_min=options.lr * 0.02)
     for it in range(options.iterations):
         sigma = options.blur_end_px + (options.blur_start_px - options.blur_end_px) * max(0.0, 1.0 - it / half)
+        twin.complex_mix = max(0.0, 1.0 - 2 * it / half)
         loss, _, _ = loss_at(sigma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -498,6 +515,7 @@ def fit_twin(geometry: Geometry, probes: Sequence[Probe], *, start: TwinCorrecti
         sched.step()
         if on_step is not None:
             on_step({"iteration": it, "loss": float(loss.detach()), "blur_px": sigma})
+    twin.complex_mix = 0.0
     with torch.no_grad():
         loss, g, o = loss_at(options.blur_end_px)
     twin.gain, twin.offset = float(g), float(o)
@@ -549,8 +567,7 @@ class CorrectedLayer(torch.nn.Module):
             super().__setattr__(name, value)
 
     def _warp(self, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        t = slm_pixels(amplitude, phase, self.oversample, self.fringing_px)
-        return warp_transmission(t, self.rot, self.shift * self.oversample)
+        return slm_pixels(amplitude, phase, self.oversample, self.fringing_px, self.rot, self.shift * self.oversample)
 
     def forward(self) -> torch.Tensor:
         return self._warp(*self.inner.polar())
