@@ -10,8 +10,13 @@ grabs a frame per test digit, sums the detector rectangles exactly as deploy doe
 and compares with the twin: agreement of the predicted class, Pearson r of the
 normalized scores, accuracies.
 
+Each bench is compared with up to three twins of the same model: the model's own
+(what deploy predicts with), the SLM-pixel twin with nominal alignment
+(``--crosstalk SIGMA``: 2×2 pixels per neuron, Gaussian crosstalk of SIGMA pixels)
+and a refined twin (``--refined FILE`` from ``labctl refine``).
+
     .venv/bin/python benchmarks/deploy_fidelity.py --model demo/models/demo-gs \
-        --calibrations demo/calibrations --images 300
+        --calibrations demo/calibrations --images 300 [--crosstalk 0.6] [--refined FILE]
 """
 
 from __future__ import annotations
@@ -93,12 +98,35 @@ def measure(bench_path: Path, plan, rects, exposure_s: float):
     return scores
 
 
+def corrected_twin(plan, crosstalk_px: float, refined: Path | None):
+    """The model on the SLM-pixel grid: nominal alignment with ``crosstalk_px``, or the
+    refined twin file ``refined``. A model trained on a refined twin is rebuilt plain first."""
+    import dataclasses
+
+    from sims.refine import TwinCorrections, apply_twin, load_twin
+    from sims.train import model_from_layers
+
+    m = plan.model
+    model = model_from_layers(m.geometry, m.gray, m.transmission, m.levels)
+    if refined is not None:
+        corrections = load_twin(refined)[0]
+    else:
+        upsample = plan.bench.layer_slms[0].upsample
+        corrections = dataclasses.replace(TwinCorrections.identity(m.geometry.layers, oversample=upsample),
+                                          fringing_px=crosstalk_px)
+    return apply_twin(model, corrections)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path("demo/models/demo-gs"))
     ap.add_argument("--calibrations", type=Path, default=Path("demo/calibrations"))
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--exposure", type=float, default=2.5e-3, help="camera exposure, seconds (no saturation)")
+    ap.add_argument("--crosstalk", type=float, default=None,
+                    help="also compare with the SLM-pixel twin, crosstalk sigma in SLM pixels")
+    ap.add_argument("--refined", type=Path, default=None, help="also compare with this refined twin file")
+    ap.add_argument("--benches", default=None, help="comma-separated subset of the bench variants (default all)")
     args = ap.parse_args()
 
     import numpy as np
@@ -111,27 +139,38 @@ def main() -> None:
 
     plan = make_plan(args.model, "sim", args.calibrations, args.images)
     rects = camera_regions(plan.registration, plan.model.geometry.regions)
-    twin = twin_scores(build_twin(plan), plan.images)
+    twins = {"model's own": twin_scores(build_twin(plan), plan.images)}
+    if args.crosstalk is not None:
+        twins[f"SLM pixels, crosstalk {args.crosstalk:g}"] = twin_scores(
+            corrected_twin(plan, args.crosstalk, None), plan.images)
+    if args.refined is not None:
+        twins["refined"] = twin_scores(corrected_twin(plan, 0.0, args.refined), plan.images)
+    names = args.benches.split(",") if args.benches else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown bench variant(s) {unknown}; expected some of {list(VARIANTS)}")
     norm = lambda a: a / a.sum(1, keepdims=True)  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (truth, slm) in VARIANTS.items():
+        for name in names:
+            truth, slm = VARIANTS[name]
             folder = Path(tmp) / re.sub(r"\W+", "-", name)
             folder.mkdir()
             cap = measure(variant_bench(folder, truth, slm), plan, rects, args.exposure)
-            rows.append({
-                "bench": name,
-                "agreement": round(float((cap.argmax(1) == twin.argmax(1)).mean()), 4),
-                "pearson_r": round(float(pearson(norm(cap), norm(twin))), 4),
-                "accuracy_captured": round(float((cap.argmax(1) == plan.labels).mean()), 4),
-                "accuracy_twin": round(float((twin.argmax(1) == plan.labels).mean()), 4),
-            })
-            print(json.dumps(rows[-1]), flush=True)
-    print("\n| simulated bench | agreement | Pearson r | accuracy bench | accuracy twin |")
-    print("|---|---:|---:|---:|---:|")
+            for twin_name, twin in twins.items():
+                rows.append({
+                    "bench": name, "twin": twin_name,
+                    "agreement": round(float((cap.argmax(1) == twin.argmax(1)).mean()), 4),
+                    "pearson_r": round(float(pearson(norm(cap), norm(twin))), 4),
+                    "accuracy_captured": round(float((cap.argmax(1) == plan.labels).mean()), 4),
+                    "accuracy_twin": round(float((twin.argmax(1) == plan.labels).mean()), 4),
+                })
+                print(json.dumps(rows[-1]), flush=True)
+    print("\n| simulated bench | twin | agreement | Pearson r | accuracy bench | accuracy twin |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['bench']} | {r['agreement']:.3f} | {r['pearson_r']:.3f} | {r['accuracy_captured']:.3f} | "
-              f"{r['accuracy_twin']:.3f} |")
+        print(f"| {r['bench']} | {r['twin']} | {r['agreement']:.3f} | {r['pearson_r']:.3f} | "
+              f"{r['accuracy_captured']:.3f} | {r['accuracy_twin']:.3f} |")
     print(f"\n{args.images} test images, model {args.model}, load average {os.getloadavg()[0]:.1f}")
 
 
