@@ -47,7 +47,7 @@ def view(endpoint: str, keys_dir: Path | None, key_name: str, fps: float, scale:
 
     keys = load_client_keys(keys_dir, key_name) if keys_dir is not None else None
     feed = LiveFeed(lambda: BenchClient(endpoint, timeout_s=3.0, retries=0, keys=keys), artifact_dirs(artifacts),
-                    fps=fps, encode=False)
+                    fps=fps, job_fps=fps, encode=False)
     shown, ever_framed, last_error = _show(feed, endpoint, scale, seconds)
     if snapshot is not None and shown is not None:
         _save_png(snapshot, shown)

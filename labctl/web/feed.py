@@ -44,7 +44,7 @@ class FrameSlot:
 
 class LiveFeed:
     def __init__(self, connect: Callable[[], BenchClient], dirs: ArtifactDirs | None = None, *,
-                 fps: float = 10.0, watch_s: float = 3.0, status_every_s: float = 0.5,
+                 fps: float = 10.0, job_fps: float = 4.0, watch_s: float = 3.0, status_every_s: float = 0.5,
                  maps_every_s: float = 1.0, artifacts_every_s: float = 2.0, encode: bool = True,
                  connect_actions: Callable[[], BenchClient] | None = None):
         """``connect()`` returns a new client of the bench server (called from the feed's own threads);
@@ -52,13 +52,18 @@ class LiveFeed:
         need a longer timeout: an abort waits for the job step in progress.
 
         ``encode``: render JPEG/PNG pictures for a browser (an OpenCV window needs only the arrays).
+
+        ``fps`` is the frame rate while the bench is idle (aligning needs fluid frames);
+        ``job_fps`` the rate while a job runs, when every frame the viewers take is CPU
+        the bench's own process does not get (docs/live-view.md).
         """
-        if fps <= 0:
-            raise ValueError("fps must be > 0")
+        if fps <= 0 or job_fps <= 0:
+            raise ValueError("fps and job_fps must be > 0")
         self._connect = connect
         self._connect_actions = connect_actions or connect
         self.dirs = dirs or ArtifactDirs()
         self.period_s = 1.0 / fps
+        self.job_period_s = 1.0 / job_fps
         self.watch_s = watch_s
         self.status_every_s = status_every_s
         self.maps_every_s = maps_every_s
@@ -109,6 +114,11 @@ class LiveFeed:
     def touch(self) -> None:
         """A viewer is looking: keep polling the server for ``watch_s`` more."""
         self._watched_until = time.monotonic() + self.watch_s
+
+    def job_running(self) -> bool:
+        """Whether the last status polled shows a job running or queued."""
+        jobs = (self._status or {}).get("jobs") or []
+        return any(j.get("state") in ("running", "queued") for j in jobs)
 
     @property
     def watched(self) -> bool:
@@ -277,7 +287,8 @@ class LiveFeed:
             if t0 >= next_artifacts:
                 self._refresh_artifacts()
                 next_artifacts = t0 + self.artifacts_every_s
-            self._stop.wait(max(0.0, self.period_s - (time.monotonic() - t0)))
+            period = self.job_period_s if self.job_running() else self.period_s
+            self._stop.wait(max(0.0, period - (time.monotonic() - t0)))
         if client is not None:
             client.close()
 

@@ -159,3 +159,35 @@ def test_feed_keeps_counting_up_across_a_server_restart():
             second.close()
     finally:
         feed.stop()
+
+
+def test_feed_slows_to_its_job_rate_while_a_job_runs(server, bench, client):
+    from labctl.web.feed import LiveFeed
+
+    feed = LiveFeed(lambda: BenchClient(server.endpoint, timeout_s=2.0, retries=0), fps=20, job_fps=2,
+                    status_every_s=0.1, encode=False)
+    feed.touch()
+    feed.start()
+    try:
+        def fetched_during(seconds: float, keep_going=lambda: True) -> tuple[int, float]:
+            start, t0 = feed.frames_fetched, time.monotonic()
+            while time.monotonic() - t0 < seconds and keep_going():
+                feed.touch()
+                time.sleep(0.02)
+            return feed.frames_fetched - start, time.monotonic() - t0
+
+        fetched_during(0.5)  # connected, first frames in
+        idle, idle_s = fetched_during(1.5)
+        client.acquire_lease()
+        bench.camera.delay_s = 0.02
+        maps = np.random.default_rng(1).integers(0, 256, (120, *SHAPE), dtype=np.uint8)
+        job = client.run(maps, regions=[[0, 0, 4, 4]])
+        while not feed.job_running():
+            time.sleep(0.01)
+        during, during_s = fetched_during(
+            3.0, lambda: client.job_status(job)["state"] not in ("done", "failed", "cancelled"))
+    finally:
+        feed.stop()
+    assert during_s > 1.0, "the job ended too soon to measure the feed's rate"
+    assert idle / idle_s > 4  # idle: as fast as the server grabs for viewers (every 0.1 s)
+    assert during / during_s <= 2 + 1.5 / during_s  # running: 2 frames/s, plus the frame in flight
