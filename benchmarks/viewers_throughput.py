@@ -181,8 +181,11 @@ def main() -> int:
     print(f"\nrun job of {args.images} images, {args.trials} trials each, alternating")
     print(f"0 viewers: median {base:.2f} images/s  {[round(r, 2) for r in rates[0]]}")
     print(f"{args.viewers} viewers: median {watched:.2f} images/s  {[round(r, 2) for r in rates[args.viewers]]}")
+    # How sure the paired median is: its 90 % bootstrap interval (the batches are noisy on a shared machine).
+    boot = np.median(np.random.default_rng(0).choice(paired, (2000, len(paired))), axis=1)
+    lo, hi = np.quantile(boot, [0.05, 0.95])
     print(f"paired throughput ratio (5 viewers / 0 viewers, same trial): median {statistics.median(paired):.3f}, "
-          f"quartiles {q1:.3f}..{q3:.3f}")
+          f"quartiles {q1:.3f}..{q3:.3f}, 90 % bootstrap interval of the median {lo:.3f}..{hi:.3f}")
     print(f"ratio of medians {watched / base:.3f} (drop {100 * drop:+.1f} %); "
           f"frames drawn per viewer per batch: median {statistics.median(frames_seen) / args.viewers:.0f}")
     c0, c5 = statistics.median(cpus[0]), statistics.median(cpus[args.viewers])

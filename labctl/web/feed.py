@@ -44,7 +44,7 @@ class FrameSlot:
 
 class LiveFeed:
     def __init__(self, connect: Callable[[], BenchClient], dirs: ArtifactDirs | None = None, *,
-                 fps: float = 10.0, job_fps: float = 4.0, watch_s: float = 3.0, status_every_s: float = 0.5,
+                 fps: float = 10.0, job_fps: float = 2.0, watch_s: float = 3.0, status_every_s: float = 0.5,
                  maps_every_s: float = 1.0, artifacts_every_s: float = 2.0, encode: bool = True,
                  connect_actions: Callable[[], BenchClient] | None = None):
         """``connect()`` returns a new client of the bench server (called from the feed's own threads);
