@@ -34,18 +34,23 @@ class GumbelSoftmax(Quantizer):
         self.tau = float(self.schedule(epoch, epochs))
 
     def weights(self) -> torch.Tensor:
-        """Soft one-hot weights ``(N, N, K)``: noisy in training, plain softmax in eval mode."""
-        if not self.training:
-            return torch.softmax(self.logits / self.tau, dim=-1)
-        u = torch.rand(self.logits.shape, generator=self.noise_generator, device=self.logits.device)
-        gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
-        return torch.softmax((self.logits + gumbel) / self.tau, dim=-1)
+        """Soft one-hot weights ``(K, N, N)``: noisy in training, plain softmax in eval mode.
+
+        Levels lead: torch's CPU softmax over a trailing axis of K = 8 took 2.4 ms per
+        layer and step (forward + backward, 100×100) against 0.2 ms over a leading one,
+        a fifth of the bench preset's whole step."""
+        z = self.logits.permute(2, 0, 1).contiguous()
+        if self.training:
+            u = torch.rand(z.shape, generator=self.noise_generator, device=z.device)
+            z = z - u.clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_()  # + Gumbel(0, 1) noise
+        return torch.softmax(z * (1.0 / self.tau), dim=0)
 
     def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return self.hard_polar()
-        w = self.weights()
-        return w @ self.level_amplitude, w @ self.level_phase
+        levels = torch.stack((self.level_amplitude, self.level_phase))  # (2, K): a refined twin may rescale phases
+        amp, phase = torch.tensordot(levels, self.weights(), dims=1)
+        return amp, phase
 
     def hard_indices(self) -> torch.Tensor:
         return self.logits.detach().argmax(dim=-1)

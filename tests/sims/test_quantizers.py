@@ -42,7 +42,7 @@ def test_gs_training_mixes_amplitude_and_phase_of_the_same_weights(levels) -> No
     q.train()
     t = q()
     g = torch.Generator().manual_seed(2)
-    u = torch.rand(q.logits.shape, generator=g)
+    u = torch.rand((levels.k, 4, 4), generator=g).permute(1, 2, 0)  # the layer draws its noise levels-first
     w = torch.softmax((q.logits - torch.log(-torch.log(u))) / q.tau, dim=-1)
     a = torch.tensor(levels.amplitude, dtype=torch.float32)
     p = torch.tensor(levels.phase_rad, dtype=torch.float32)
