@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "ideal": False,
     "levels": 8,
     "method": "gs",
-    "epochs": 16,
+    "epochs": 22,
     "lr": None,  # per method: LR_DEFAULTS
     "lr_schedule": "cosine",
     "batch_size": 16,
@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "tau_rate": None,
     "init_std": 1.0,
     "softmax_scale": 50.0,
-    "augment_shift": 0,
+    "augment_shift": 1,
     "input_size": None,
     "dataset": "mnist-5k",
     "data_dir": None,
@@ -153,7 +153,7 @@ def _levels(settings: dict[str, Any], layers: int):
 @click.option("--levels", type=click.IntRange(2, 256), default=None, help="Levels K per SLM (default 8).")
 @click.option("--method", type=click.Choice(["gs", "full"]), default=None,
               help="gs: Gumbel-Softmax on the measured levels; full: unconstrained phase reference.")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default 16).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default 22).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Adam learning rate (default 0.3 for gs, 0.1 for full).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
@@ -170,7 +170,7 @@ def _levels(settings: dict[str, Any], layers: int):
 @click.option("--softmax-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Logits = scale · s/Σs for cross-entropy and the confidence study (default 50).")
 @click.option("--augment-shift", type=click.IntRange(0, 8), default=None,
-              help="Move each training digit by up to this many of its pixels per step (default 0: off).")
+              help="Move each training digit by up to this many of its pixels per step (default 1; 0: off).")
 @click.option("--input-size", type=click.IntRange(1), default=None, help="Side of the resized input, neurons.")
 @click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default=None,
               help="Training data (default: the embedded mnist-5k).")
