@@ -29,7 +29,7 @@ class Quantizer(torch.nn.Module):
     pixel the bench shows); the rest is shared. Amplitude and phase are kept apart, the
     phase unwrapped as the device's levels are, because an SLM's pixel crosstalk smooths
     the liquid crystal's retardance, i.e. the phase map, not the complex field
-    (``sims.refine.fringe_polar``). ``levels`` are the K device levels of this layer's SLM.
+    (``sims.refine.slm_pixels``). ``levels`` are the K device levels of this layer's SLM.
     Temperature-like state follows :meth:`set_progress`, called by the trainer before
     every step with the fractional epoch.
     """

@@ -25,7 +25,8 @@ class Fixed(Quantizer):
         self.register_buffer("t", torch.from_numpy(transmission.astype(np.complex64)))
         self.register_buffer("gray", torch.from_numpy(gray.astype(np.int64)))
         lut = {g: i for i, g in enumerate(self.levels.gray)}
-        idx = torch.tensor([lut.get(int(g), -1) for g in gray.flatten().tolist()], dtype=torch.int64).reshape(self.shape)
+        flat = [lut.get(int(g), -1) for g in gray.flatten().tolist()]
+        idx = torch.tensor(flat, dtype=torch.int64).reshape(self.shape)
         self.register_buffer("level_index", idx, persistent=False)
         # The levels give the unwrapped phase when they are what t holds (every
         # quantized model); otherwise (a full-precision reference) the phase is t's angle.
