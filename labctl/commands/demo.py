@@ -3,8 +3,9 @@
 serve (a subprocess on a free loopback port) → calibrate every SLM and the camera
 registration → refine the twin (its alignment, crosstalk and distances, fitted to
 probe frames) → train a Gumbel-Softmax model on those calibrations through the
-refined twin → deploy it through the server → report. Each stage is the real subcommand, called with the
-arguments a user would type; the server is stopped at the end whatever happens.
+refined twin → deploy it through the server → report. Each stage is the real
+subcommand, called with the arguments a user would type; the server is stopped at
+the end whatever happens.
 See docs/deploy.md.
 """
 
@@ -29,6 +30,7 @@ from labctl.options import out_option
 # The full demo trains on the SLM-pixel grid (oversample = the bench's upsample,
 # "0"): the grid the bench's light really crosses, 5x the cost per epoch of the
 # neuron grid. The quick one keeps the neuron grid and a token fit: a smoke test.
+# No shift augmentation: it pays off over long runs (docs/results.md), not in two epochs.
 FULL = {"epochs": 2, "average": 1, "limit": None,
         "refine": ["--sets", "4", "--inputs", "8", "--iterations", "150", "--oversample", "0"]}
 QUICK = {"epochs": 1, "average": 1, "limit": 100,
@@ -123,6 +125,7 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
     from labctl.commands.deploy import deploy
     from labctl.commands.refine import refine
     from labctl.commands.train import train
+    from labctl.hil.refine import twin_file
 
     settings = dict(QUICK if quick else FULL)
     if epochs is not None:
@@ -143,7 +146,7 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
         t_refine = time.monotonic()
         layers = [f"{cal}/{name}.cal.json" for name in _layer_slms()]
         train_args = ["--bench", "sim", *sum((["--calibration", p] for p in layers), []),
-                      "--twin", str(cal / "sim.twin.json"),
+                      "--twin", str(twin_file(cal, "sim")), "--augment-shift", "0",
                       "--epochs", str(settings["epochs"]), "--threads", "1", "--out", str(models),
                       "--name", MODEL_NAME]
         _run(train, train_args, "train")
