@@ -12,7 +12,9 @@ import numpy as np
 
 from drivers.errors import DeviceError
 
-TARGET_PEAK = 0.5  # brightest probe pixel as a share of the camera's range
+# The brightest probe pixel as a share of the camera's range: inputs brighter than
+# the probed ones still have 2x headroom.
+TARGET_PEAK = 0.5
 MAX_EXPOSURE_S = 10.0
 MAX_TRIES = 12
 

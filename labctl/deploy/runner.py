@@ -33,8 +33,6 @@ from labctl.errors import BenchUnreachable, ConfigError, LabctlError
 from labctl.protocol import DEVICE_TIMEOUT, LEASE_HELD, WireError
 
 LEASE_TTL_S = 30.0
-# Auto-exposure aims the brightest pixel of the probe frames at this fraction of the
-# range: digits brighter than the probed ones still have 2x headroom.
 
 
 class ServerRestarted(Exception):

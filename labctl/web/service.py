@@ -47,7 +47,8 @@ class WebView:
         return self
 
     def request_stop(self) -> None:
-        """Begin stopping without waiting (safe in a signal handler): pages and polls end while the server still answers."""
+        """Begin stopping without waiting (safe in a signal handler): pages and polls end
+        while the server still answers."""
         self.http.request_stop()
         self.feed.request_stop()
 

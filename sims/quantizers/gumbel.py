@@ -48,7 +48,8 @@ class GumbelSoftmax(Quantizer):
     def polar(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return self.hard_polar()
-        levels = torch.stack((self.level_amplitude, self.level_phase))  # (2, K): a refined twin may rescale phases
+        # (2, K), stacked per call: a refined twin may rescale the level phases in place
+        levels = torch.stack((self.level_amplitude, self.level_phase))
         amp, phase = torch.tensordot(levels, self.weights(), dims=1)
         return amp, phase
 
