@@ -137,6 +137,10 @@ def main() -> None:
     from labctl.deploy.regions import camera_regions
     from labctl.deploy.report import pearson
 
+    names = args.benches.split(",") if args.benches else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown bench variant(s) {unknown}; expected some of {list(VARIANTS)}")
     plan = make_plan(args.model, "sim", args.calibrations, args.images)
     rects = camera_regions(plan.registration, plan.model.geometry.regions)
     twins = {"model's own": twin_scores(build_twin(plan), plan.images)}
@@ -145,10 +149,6 @@ def main() -> None:
             corrected_twin(plan, args.crosstalk, None), plan.images)
     if args.refined is not None:
         twins["refined"] = twin_scores(corrected_twin(plan, 0.0, args.refined), plan.images)
-    names = args.benches.split(",") if args.benches else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown bench variant(s) {unknown}; expected some of {list(VARIANTS)}")
     norm = lambda a: a / a.sum(1, keepdims=True)  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
