@@ -8,11 +8,13 @@ training step (forward, cross-entropy on the detector scores, backward, update) 
   ``u *= exp(iφ_l)`` (mask zero-padded), ``fft2``, ``* H``, ``ifft2`` — with phase
   parameters only. This is the floor a hand-written training loop reaches.
 
-Twin and bare steps are interleaved so both see the same machine load; the figure is
-the median ratio. Peak memory is the growth of the resident set (VmHWM after reset)
-of a child process that runs one configuration.
+One process per configuration builds all three and times them step by step in
+rounds (GS, full, bare, GS, ...), so each round's ratio compares steps taken under the
+same machine load; the figure is the median ratio over the rounds, with its
+quartiles. Peak memory is the growth of the resident set (VmHWM after reset) of a
+separate child process per kind.
 
-    .venv/bin/python benchmarks/twin_step.py [--repeats 5] [--threads 2] [--json out.json]
+    .venv/bin/python benchmarks/twin_step.py [--repeats 30] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _reset_peak() -> None:
         pass
 
 
-def _run_one(preset: str, pad: int, kind: str, repeats: int, threads: int, queue) -> None:
+def _stepper(preset: str, pad: int, kind: str, threads: int):
+    """One Adam training step of ``kind`` on ``preset`` with ``pad``, as a closure."""
     import dataclasses
 
     import torch
@@ -88,43 +91,65 @@ def _run_one(preset: str, pad: int, kind: str, repeats: int, threads: int, queue
             opt.zero_grad()
             loss.backward()
             opt.step()
-    else:
-        cls = GumbelSoftmax if kind == "twin-gs" else FullPrecision
-        model = DONN(geo, [cls((n, n), levels) for _ in range(geo.layers)]).train()
-        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        return step
+    cls = GumbelSoftmax if kind == "twin-gs" else FullPrecision
+    model = DONN(geo, [cls((n, n), levels) for _ in range(geo.layers)]).train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
 
-        def step() -> None:
-            scores = model(images)
-            loss = F.cross_entropy(10 * scores / scores.sum(-1, keepdim=True), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    def step() -> None:
+        scores = model(images)
+        loss = F.cross_entropy(10 * scores / scores.sum(-1, keepdim=True), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
 
-    step()  # warm-up: caches, allocator
+
+def _run_timing(preset: str, pad: int, repeats: int, threads: int, queue) -> None:
+    """Step times of the three kinds, interleaved step by step in one process: each
+    round times twin-gs, twin-full and bare back to back, so a change of machine load
+    hits all three, and the ratio of each round pairs like with like."""
+    steps = {k: _stepper(preset, pad, k, threads) for k in RESULT_KEYS}
+    for step in steps.values():
+        step()  # warm-up: caches, allocator, transfer functions
+    ms: dict[str, list[float]] = {k: [] for k in RESULT_KEYS}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            ms[k].append(1000 * (time.perf_counter() - t0))
+    queue.put(ms)
+
+
+def _run_memory(preset: str, pad: int, kind: str, threads: int, queue) -> None:
+    """Peak resident-set growth of one kind's training step, alone in its process."""
+    step = _stepper(preset, pad, kind, threads)
+    step()
     base = _rss_kib("VmRSS")
     _reset_peak()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    queue.put({"ms": [1000 * t for t in times], "peak_mib": (_rss_kib("VmHWM") - base) / 1024})
+    step()
+    step()
+    queue.put((_rss_kib("VmHWM") - base) / 1024)
 
 
-def measure(preset: str, pad: int, kind: str, repeats: int, threads: int) -> dict:
+def _in_child(target, *args):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_run_one, args=(preset, pad, kind, repeats, threads, q))
+    p = ctx.Process(target=target, args=(*args, q))
     p.start()
     out = q.get()
     p.join()
     return out
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return q[0], q[2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5, help="timed steps per process")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (processes) per configuration")
+    ap.add_argument("--repeats", type=int, default=30, help="interleaved rounds (one timed step of each kind)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--presets", default="bench,iccad22")
     ap.add_argument("--json", dest="json_out", default=None)
@@ -133,32 +158,27 @@ def main() -> None:
     rows = []
     for preset in args.presets.split(","):
         for pad in (1, 2):
-            samples: dict[str, list[float]] = {k: [] for k in RESULT_KEYS}
-            peaks: dict[str, float] = {}
-            ratios_gs, ratios_full = [], []
-            for _ in range(args.rounds):
-                got = {k: measure(preset, pad, k, args.repeats, args.threads) for k in RESULT_KEYS}
-                for k in RESULT_KEYS:
-                    samples[k] += got[k]["ms"]
-                    peaks[k] = max(peaks.get(k, 0.0), got[k]["peak_mib"])
-                bare = statistics.median(got["bare"]["ms"])
-                ratios_gs.append(statistics.median(got["twin-gs"]["ms"]) / bare)
-                ratios_full.append(statistics.median(got["twin-full"]["ms"]) / bare)
+            ms = _in_child(_run_timing, preset, pad, args.repeats, args.threads)
+            peaks = {k: _in_child(_run_memory, preset, pad, k, args.threads) for k in RESULT_KEYS}
+            ratios_gs = [g / b for g, b in zip(ms["twin-gs"], ms["bare"])]
+            ratios_full = [f / b for f, b in zip(ms["twin-full"], ms["bare"])]
             row = {"preset": preset, "pad_factor": pad,
-                   **{f"{k}_ms": round(statistics.median(v), 1) for k, v in samples.items()},
+                   **{f"{k}_ms": round(statistics.median(v), 1) for k, v in ms.items()},
                    "gs_over_bare": round(statistics.median(ratios_gs), 2),
+                   "gs_over_bare_iqr": [round(q, 2) for q in _quartiles(ratios_gs)],
                    "full_over_bare": round(statistics.median(ratios_full), 2),
                    **{f"{k}_peak_mib": round(v, 1) for k, v in peaks.items()}}
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {"threads": args.threads, "batch": 32, "loadavg_1min_before": round(load_before, 2),
                "loadavg_1min_after": round(os.getloadavg()[0], 2), "rows": rows}
-    print("| preset | pad | twin GS ms/step | twin full ms/step | bare loop ms/step | GS / bare | full / bare "
-          "| peak MiB GS / full / bare |")
+    print("| preset | pad | twin GS ms/step | twin full ms/step | bare loop ms/step | GS / bare (quartiles) "
+          "| full / bare | peak MiB GS / full / bare |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        lo, hi = r["gs_over_bare_iqr"]
         print(f"| {r['preset']} | {r['pad_factor']}× | {r['twin-gs_ms']} | {r['twin-full_ms']} | {r['bare_ms']} | "
-              f"{r['gs_over_bare']} | {r['full_over_bare']} | {r['twin-gs_peak_mib']:.0f} / "
+              f"{r['gs_over_bare']} ({lo}–{hi}) | {r['full_over_bare']} | {r['twin-gs_peak_mib']:.0f} / "
               f"{r['twin-full_peak_mib']:.0f} / {r['bare_peak_mib']:.0f} |")
     print(f"load average (1 min) before/after: {summary['loadavg_1min_before']} / {summary['loadavg_1min_after']}")
     if args.json_out:
