@@ -2,8 +2,8 @@
 
     .venv/bin/python experiments/claims_report.py [RESULTS_DIR]
 
-Reads experiments/results/{claims_000,claims_001,claims_001_q16,claims_003}/cells (whatever has
-finished) and prints markdown: mean ± sample std over seeds, with n.
+Reads experiments/results/{claims_000,claims_001,claims_001_q16,claims_003,zoo}/cells (whatever
+has finished) and prints markdown: mean ± sample std over seeds, with n.
 """
 
 from __future__ import annotations
@@ -63,6 +63,20 @@ def table_003(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ZOO_METHODS = ["full", "ptq", "qat", "wsq-raw", "wsq", "ste", "gs", "dsq", "psq-ft", "psq-li", "psq-lt"]
+
+
+def table_zoo(rows: list[dict], depth: int) -> str:
+    """Every method × levels at one depth (the zoo grid)."""
+    levels = sorted({r["levels"] for r in rows if "levels" in r})
+    lines = ["| method | " + " | ".join(f"{k} levels" for k in levels) + " |", "|---|" + "---|" * len(levels)]
+    for m in ZOO_METHODS:
+        if any(r.get("method") == m for r in rows):
+            lines.append(f"| {m} | " + " | ".join(fmt(pick(rows, method=m, levels=k, depth=depth)) for k in levels)
+                         + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/results")
     r000, r001, r003 = (collect(root / n) for n in ("claims_000", "claims_001", "claims_003"))
@@ -71,6 +85,9 @@ def main() -> None:
     print("### 000: confidence study (GS)\n\n" + confidence_000(r000) + "\n")
     print("### 001: Table 1 shape (ideal uniform phase, depth 3)\n\n" + table_001(r001) + "\n")
     print("### 003: fully connected network\n\n" + table_003(r003) + "\n")
+    zoo = collect(root / "zoo")
+    for d in sorted({r["depth"] for r in zoo}):
+        print(f"### zoo: D={d}, measured levels\n\n" + table_zoo(zoo, d) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import concurrent.futures as cf
 import multiprocessing
 import tomllib
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import click
 
