@@ -1,0 +1,81 @@
+"""GS training variants tried against the `labctl train --preset bench` defaults.
+
+Each variant changes one thing of the default run (22 epochs, GS at 8 levels of the
+shipped layer response, Adam lr 0.3 with cosine decay, τ 5 → 0.5, cross-entropy at
+scale 50, batch 16, each digit moved by up to one whole pixel per step):
+
+* ``affine``: random rotation (±10°), scale (±10 %) and sub-pixel shift (±1 px) of
+  every training digit instead of whole-pixel shifts;
+* ``subpixel``: sub-pixel shifts (uniform in ±1 px, bilinear) instead of whole-pixel;
+* ``span``: detector regions spread over 80 % of the plane instead of 60 % (the middle
+  row's gaps grow from 4–6 to 10 neurons);
+* ``default``: the defaults themselves, for a same-machine reference.
+
+    .venv/bin/python experiments/gs_variants.py VARIANT [--seed 0] [--out /tmp/gs_variants]
+
+Prints the test accuracy per epoch and the final hard-level test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+import sims.train
+from labctl.commands.train import shipped_response
+from sims.data import load_dataset
+from sims.device import load_response, select_levels
+from sims.donn import layout_regions, preset
+from sims.quantizers.schedules import Schedule
+from sims.train import TrainConfig, train
+
+VARIANTS = ("default", "affine", "subpixel", "span")
+
+
+def random_affine(rotate_deg: float, scale: float, shift_px: float):
+    """An augmentation with ``shift_images``' signature: each uint8 digit ``(B, h, w)``
+    rotated, scaled and moved by random amounts (bilinear, zero border), as floats in [0, 1]."""
+    def augment(images: torch.Tensor, _max_shift: int, g: torch.Generator) -> torch.Tensor:
+        b, h, w = images.shape
+        angle = (torch.rand(b, generator=g) * 2 - 1) * math.radians(rotate_deg)
+        zoom = 1 + (torch.rand(b, generator=g) * 2 - 1) * scale
+        move = (torch.rand(b, 2, generator=g) * 2 - 1) * shift_px * 2 / h  # grid units: 2 per image side
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+        return F.grid_sample(images[:, None].float() / 255.0, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=False)[:, 0]
+    return augment
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variant", choices=VARIANTS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="/tmp/gs_variants")
+    args = ap.parse_args()
+    geometry = preset("bench")
+    if args.variant == "span":
+        geometry = dataclasses.replace(geometry, regions=layout_regions(geometry.size, 10, span=0.8))
+    elif args.variant == "affine":
+        sims.train.shift_images = random_affine(10.0, 0.1, 1.0)  # the trainer's augmentation, swapped
+    elif args.variant == "subpixel":
+        sims.train.shift_images = random_affine(0.0, 0.0, 1.0)
+    levels = select_levels(load_response(shipped_response()), 8)
+    config = TrainConfig(geometry=geometry, levels=(levels,) * geometry.layers, method="gs", epochs=22, lr=0.3,
+                         lr_schedule="cosine", batch_size=16, loss="ce", schedule=Schedule("linear", start=5.0, end=0.5),
+                         seed=args.seed, softmax_scale=50.0, augment_shift=1, threads=1)
+    t0 = time.perf_counter()
+    result = train(config, load_dataset("mnist-5k"), f"{args.out}/{args.variant}-s{args.seed}",
+                   on_epoch=lambda r: print(f"epoch {r['epoch']}: test accuracy {r['test_accuracy']:.3f}", flush=True))
+    print(f"{args.variant} seed {args.seed}: test accuracy {result.test_accuracy:.3f} "
+          f"({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
