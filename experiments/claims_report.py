@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/claims_report.py [RESULTS_DIR]
 
-Reads experiments/results/{claims_000,claims_001,claims_001_q16,claims_003,zoo}/cells (whatever
+Reads experiments/results/{claims_000,claims_001,claims_001_q16,claims_003,qpi_001,zoo}/cells (whatever
 has finished) and prints markdown: mean ± sample std over seeds, with n.
 """
 
@@ -44,12 +44,12 @@ def confidence_000(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def table_001(rows: list[dict]) -> str:
+def table_001(rows: list[dict], metric: str = "test_accuracy") -> str:
     methods = ["full", "ptq", "ste", "gs", "dsq", "psq-ft", "psq-li", "psq-lt"]
     levels = sorted({r["levels"] for r in rows if "levels" in r}) or [2, 4, 8]
     lines = ["| method | " + " | ".join(f"Q{k}" for k in levels) + " |", "|---|" + "---|" * len(levels)]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(fmt(pick(rows, method=m, levels=k)) for k in levels) + " |")
+        lines.append(f"| {m} | " + " | ".join(fmt(pick(rows, metric, method=m, levels=k)) for k in levels) + " |")
     return "\n".join(lines)
 
 
@@ -85,6 +85,9 @@ def main() -> None:
     print("### 000: confidence study (GS)\n\n" + confidence_000(r000) + "\n")
     print("### 001: Table 1 shape (ideal uniform phase, depth 3)\n\n" + table_001(r001) + "\n")
     print("### 003: fully connected network\n\n" + table_003(r003) + "\n")
+    qpi = collect(root / "qpi_001")
+    if qpi:
+        print("### 001: QPI, SSIM (ideal uniform phase, depth 3)\n\n" + table_001(qpi, "ssim") + "\n")
     zoo = collect(root / "zoo")
     for d in sorted({r["depth"] for r in zoo}):
         print(f"### zoo: D={d}, measured levels\n\n" + table_zoo(zoo, d) + "\n")

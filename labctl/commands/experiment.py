@@ -164,10 +164,10 @@ def write_plots(out: Path, grid) -> list[Path]:
         fig, axes = plt.subplots(1, len(depths), figsize=(4 * len(depths), 3.5), squeeze=False)
         for ax, depth in zip(axes[0], depths):
             sel = [s for s in summary if s["device"] == device and s["depth"] == depth]
-            for method in dict.fromkeys(s["method"] for s in sel):
+            for i, method in enumerate(dict.fromkeys(s["method"] for s in sel)):
                 pts = sorted((s["levels"], s[metric], s[metric + "_std"]) for s in sel if s["method"] == method)
                 ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
-                            yerr=[0 if p[2] != p[2] else p[2] for p in pts], marker="o", capsize=3, label=method)
+                            yerr=[0 if p[2] != p[2] else p[2] for p in pts], capsize=3, label=method, **_style(i))
             ax.set_xscale("log", base=2)
             ax.set_xlabel("levels K")
             ax.set_ylabel(metric.replace("_", " "))
@@ -204,14 +204,20 @@ def _claim_folder(out: Path, grid) -> None:
     write_json_atomic(path, current)
 
 
+def _style(i: int) -> dict:
+    """Line style of the i-th series: the ten tab10 colours, then again with another
+    marker and dashes, so the zoo's eleven methods stay apart."""
+    return {"color": f"C{i % 10}", "marker": "os^D"[i // 10 % 4], "linestyle": ("-", "--")[i // 10 % 2]}
+
+
 def _plot_against_depth(out: Path, summary: list[dict], metric: str, plt) -> list[Path]:
     """One level count: the metric against depth, one line per method and device."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for method, device in dict.fromkeys((s["method"], s["device"]) for s in summary):
+    for i, (method, device) in enumerate(dict.fromkeys((s["method"], s["device"]) for s in summary)):
         pts = sorted((s["depth"], s[metric], s[metric + "_std"]) for s in summary
                      if s["method"] == method and s["device"] == device)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0 if p[2] != p[2] else p[2] for p in pts],
-                    marker="o", capsize=3, label=f"{method} ({device})")
+                    capsize=3, label=f"{method} ({device})", **_style(i))
     ax.set_xlabel("depth D (layers)")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(f"{summary[0]['levels']} levels")
