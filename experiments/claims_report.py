@@ -2,8 +2,9 @@
 
     .venv/bin/python experiments/claims_report.py [RESULTS_DIR]
 
-Reads experiments/results/{claims_000,claims_001,claims_001_q16,claims_003,qpi_001,zoo}/cells (whatever
-has finished) and prints markdown: mean ± sample std over seeds, with n.
+Reads the cells of experiments/results/{claims_000,claims_001,claims_001_q16,claims_003,
+qpi_001,zoo,zoo_ideal} (whatever has finished) and prints markdown: mean ± sample std
+over seeds, with n.
 """
 
 from __future__ import annotations
@@ -88,9 +89,10 @@ def main() -> None:
     qpi = collect(root / "qpi_001")
     if qpi:
         print("### 001: QPI, SSIM (ideal uniform phase, depth 3)\n\n" + table_001(qpi, "ssim") + "\n")
-    zoo = collect(root / "zoo")
-    for d in sorted({r["depth"] for r in zoo}):
-        print(f"### zoo: D={d}, measured levels\n\n" + table_zoo(zoo, d) + "\n")
+    for grid, device in (("zoo", "measured"), ("zoo_ideal", "ideal")):
+        zoo = collect(root / grid)
+        for d in sorted({r["depth"] for r in zoo}):
+            print(f"### {grid}: D={d}, {device} levels\n\n" + table_zoo(zoo, d) + "\n")
 
 
 if __name__ == "__main__":
