@@ -78,11 +78,17 @@ def test_missing_map_and_unknown_slm(capsys, tmp_path, good_map):
     assert code == 2 and "no SLM named 'slmX'; this bench has: slm0, slm1, slm2, slm3" in err
 
 
+def _default_sigint() -> None:
+    # A suite started as a background job inherits SIGINT ignored, and so would
+    # `labctl show`; these tests are about what it does when Ctrl-C does arrive.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def labctl(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "labctl", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        text=True, preexec_fn=_default_sigint,
     )
 
 
