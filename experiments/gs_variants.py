@@ -1,8 +1,9 @@
 """GS training variants tried against the `labctl train --preset bench` defaults.
 
-Each variant changes one thing of the default run (22 epochs, GS at 8 levels of the
-shipped layer response, Adam lr 0.3 with cosine decay, τ 5 → 0.5, cross-entropy at
-scale 50, batch 16, each digit moved by up to one whole pixel per step):
+Each variant changes one thing of the default run, whose settings come from
+`labctl train`'s defaults (22 epochs, GS at 8 levels of the shipped layer response,
+Adam lr 0.3 with cosine decay, τ 5 → 0.5, cross-entropy at scale 50, batch 16, each
+digit moved by up to one whole pixel per step):
 
 * ``affine``: random rotation (±10°), scale (±10 %) and sub-pixel shift (±1 px) of
   every training digit instead of whole-pixel shifts;
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import sims.train
-from labctl.commands.train import shipped_response
+from labctl.commands.train import DEFAULTS, LR_DEFAULTS, shipped_response
 from sims.data import load_dataset
 from sims.device import load_response, select_levels
 from sims.donn import layout_regions, preset
@@ -66,10 +67,15 @@ def main() -> None:
         sims.train.shift_images = random_affine(10.0, 0.1, 1.0)  # the trainer's augmentation, swapped
     elif args.variant == "subpixel":
         sims.train.shift_images = random_affine(0.0, 0.0, 1.0)
-    levels = select_levels(load_response(shipped_response()), 8)
-    config = TrainConfig(geometry=geometry, levels=(levels,) * geometry.layers, method="gs", epochs=22, lr=0.3,
-                         lr_schedule="cosine", batch_size=16, loss="ce", schedule=Schedule("linear", start=5.0, end=0.5),
-                         seed=args.seed, softmax_scale=50.0, augment_shift=1, threads=1)
+    # Everything else from `labctl train`'s own defaults, so "default" is that command's run.
+    d = DEFAULTS
+    levels = select_levels(load_response(shipped_response()), d["levels"])
+    config = TrainConfig(geometry=geometry, levels=(levels,) * geometry.layers, method=d["method"],
+                         epochs=d["epochs"], lr=LR_DEFAULTS[d["method"]], lr_schedule=d["lr_schedule"],
+                         batch_size=d["batch_size"], loss=d["loss"],
+                         schedule=Schedule(d["schedule"], start=d["tau_start"], end=d["tau_end"], rate=d["tau_rate"]),
+                         seed=args.seed, init_std=d["init_std"], softmax_scale=d["softmax_scale"],
+                         augment_shift=d["augment_shift"], threads=1)
     t0 = time.perf_counter()
     result = train(config, load_dataset("mnist-5k"), f"{args.out}/{args.variant}-s{args.seed}",
                    on_epoch=lambda r: print(f"epoch {r['epoch']}: test accuracy {r['test_accuracy']:.3f}", flush=True))
