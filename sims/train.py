@@ -56,6 +56,8 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # Each training digit moved by up to this many of its pixels per step (0: off).
     augment_shift: int = 0
+    # Cross-entropy toward (1 - ε)·one-hot + ε/C instead of one-hot (MSE: the same target).
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in QUANTIZERS:
@@ -70,6 +72,8 @@ class TrainConfig:
                                   f"got {len(self.levels)}")
         if not 0 <= self.augment_shift <= 8:
             raise SimulationError(f"augment_shift must be 0..8 image pixels, got {self.augment_shift}")
+        if not 0 <= self.label_smoothing < 1:
+            raise SimulationError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise SimulationError("epochs and batch_size must be >= 1 and lr > 0")
 
@@ -78,6 +82,8 @@ class TrainConfig:
         d = asdict(self)
         d.pop("threads")
         d.pop("epochs")  # a resumed run may be extended
+        if not d["label_smoothing"]:
+            d.pop("label_smoothing")  # checkpoints written before the option existed still resume
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -115,11 +121,14 @@ def normalized(scores: torch.Tensor) -> torch.Tensor:
     return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-30)
 
 
-def loss_fn(scores: torch.Tensor, labels: torch.Tensor, loss: str, softmax_scale: float) -> torch.Tensor:
+def loss_fn(scores: torch.Tensor, labels: torch.Tensor, loss: str, softmax_scale: float,
+            label_smoothing: float = 0.0) -> torch.Tensor:
     p = normalized(scores)
     if loss == "mse":
-        return F.mse_loss(p, F.one_hot(labels, p.shape[-1]).to(p.dtype))
-    return F.cross_entropy(softmax_scale * p, labels)
+        c = p.shape[-1]
+        target = F.one_hot(labels, c).to(p.dtype) * (1 - label_smoothing) + label_smoothing / c
+        return F.mse_loss(p, target)
+    return F.cross_entropy(softmax_scale * p, labels, label_smoothing=label_smoothing)
 
 
 @torch.no_grad()
@@ -233,7 +242,7 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
                 for group in opt.param_groups:
                     group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * progress))
             scores = model(shift_images(images[batch], config.augment_shift, g))
-            loss = loss_fn(scores, labels[batch], config.loss, config.softmax_scale)
+            loss = loss_fn(scores, labels[batch], config.loss, config.softmax_scale, config.label_smoothing)
             terms = [r for q in model.layers if (r := q.regularizer()) is not None]
             if terms:
                 loss = loss + sum(terms)
@@ -279,6 +288,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: str | Path
         "optimizer": "adam",
         "softmax_scale": config.softmax_scale,
         "augment_shift": config.augment_shift,
+        "label_smoothing": config.label_smoothing,
         "seconds": round(sum(h["seconds"] for h in result.history), 2),
         "cpu_seconds": round(sum(h.get("cpu_seconds", 0.0) for h in result.history), 2),
         "history": result.history,

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "init_std": 1.0,
     "softmax_scale": 50.0,
     "augment_shift": 1,
+    "label_smoothing": 0.0,
     "input_size": None,
     "dataset": "mnist-5k",
     "data_dir": None,
@@ -51,7 +52,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "epochs": (int,), "lr": (int, float), "lr_schedule": (str,), "batch_size": (int,),
     "loss": (str,),
     "schedule": (str,), "tau_start": (int, float), "tau_end": (int, float), "tau_rate": (int, float),
-    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int,), "input_size": (int,),
+    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int,), "label_smoothing": (int, float),
+    "input_size": (int,),
     "dataset": (str,), "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,),
     "threads": (int,),
 }
@@ -172,6 +174,8 @@ def _levels(settings: dict[str, Any], layers: int):
               help="Logits = scale · s/Σs for cross-entropy and the confidence study (default 50).")
 @click.option("--augment-shift", type=click.IntRange(0, 8), default=None,
               help="Move each training digit by up to this many of its pixels per step (default 1; 0: off).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Cross-entropy toward (1-ε)·one-hot + ε/C instead of one-hot (default 0).")
 @click.option("--input-size", type=click.IntRange(1), default=None, help="Side of the resized input, neurons.")
 @click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default=None,
               help="Training data (default: the embedded mnist-5k).")
@@ -226,7 +230,8 @@ def train(config_file: Path | None, resume: bool, twin_file: Path | None = None,
         schedule=Schedule(settings["schedule"], start=settings["tau_start"], end=settings["tau_end"],
                           rate=settings["tau_rate"]),
         seed=settings["seed"], init_std=settings["init_std"], softmax_scale=settings["softmax_scale"],
-        dataset=data.name, split=data.split, threads=settings["threads"], augment_shift=settings["augment_shift"])
+        dataset=data.name, split=data.split, threads=settings["threads"], augment_shift=settings["augment_shift"],
+        label_smoothing=settings["label_smoothing"])
     name = settings["name"] or f"{settings['preset'] or ('bench' if not settings['bench'] else 'custom')}-" \
                                f"{settings['method']}"
     folder = Path(settings["out"]) / name

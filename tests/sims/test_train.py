@@ -14,8 +14,8 @@ from sims.device import ideal_levels, load_response, select_levels
 from sims.donn import Geometry, layout_regions
 from sims.errors import DataError, SimulationError
 from sims.quantizers.schedules import Schedule
-from sims.train import (TrainConfig, confidence_study, model_from_layers, predict_scores, shift_images, train,
-                        accuracy, write_artifact)
+from sims.train import (TrainConfig, confidence_study, loss_fn, model_from_layers, predict_scores, shift_images,
+                        train, accuracy, write_artifact)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "labctl" / "benches" / "layer_a.response.json"
 
@@ -111,7 +111,24 @@ def test_shift_augmentation_moves_whole_digits_within_the_bound() -> None:
     assert torch.equal(shift_images(images, 0, torch.Generator()), images)
 
 
+def test_label_smoothing_targets_and_fingerprint() -> None:
+    scores = torch.tensor([[3.0, 1.0, 0.5, 0.5], [0.2, 0.2, 2.0, 1.6]])
+    labels = torch.tensor([0, 3])
+    p = scores / scores.sum(-1, keepdim=True)
+    target = torch.full((2, 4), 0.2 / 4)
+    target[0, 0] = target[1, 3] = 0.8 + 0.2 / 4
+    # cross-entropy against the smoothed distribution, written out
+    expected = -(target * torch.log_softmax(50 * p, -1)).sum(-1).mean()
+    assert float(loss_fn(scores, labels, "ce", 50.0, 0.2)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(loss_fn(scores, labels, "mse", 50.0, 0.2)) == pytest.approx(float(((p - target) ** 2).mean()))
+    assert float(loss_fn(scores, labels, "ce", 50.0, 0.2)) != pytest.approx(float(loss_fn(scores, labels, "ce", 50.0)))
+    # the option changes what is computed, except at 0 (older checkpoints keep resuming)
+    assert _config(label_smoothing=0.1).fingerprint() != _config().fingerprint()
+
+
 def test_bad_config() -> None:
+    with pytest.raises(SimulationError, match="label_smoothing"):
+        _config(label_smoothing=1.0)
     with pytest.raises(SimulationError, match="augment_shift"):
         _config(augment_shift=9)
     with pytest.raises(SimulationError, match="unknown method"):
