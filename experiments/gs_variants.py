@@ -2,17 +2,21 @@
 
 Each variant changes one thing of the default run, whose settings come from
 `labctl train`'s defaults (22 epochs, GS at 8 levels of the shipped layer response,
-Adam lr 0.3 with cosine decay, τ 5 → 0.5, cross-entropy at scale 50, batch 16, each
-digit moved by up to one whole pixel per step):
+Adam lr 0.3 with cosine decay, τ 5 → 0.5, cross-entropy at scale 50 with label
+smoothing 0.1, batch 16, each digit moved by a random sub-pixel amount of up to one
+pixel per step):
 
-* ``affine``: random rotation (±10°), scale (±10 %) and sub-pixel shift (±1 px) of
-  every training digit instead of whole-pixel shifts;
-* ``subpixel``: sub-pixel shifts (uniform in ±1 px, bilinear) instead of whole-pixel;
+* ``whole-pixel``: whole-pixel shifts (−1, 0 or +1 per axis) instead of sub-pixel;
+* ``no-smoothing``: cross-entropy against one-hot targets;
+* ``affine``: random rotation (±10°) and scale (±10 %) on top of the sub-pixel shift;
 * ``span``: detector regions spread over 80 % of the plane instead of 60 % (the middle
   row's gaps grow from 4–6 to 10 neurons);
 * ``default``: the defaults themselves, for a same-machine reference.
 
-    .venv/bin/python experiments/gs_variants.py VARIANT [--seed 0] [--out /tmp/gs_variants]
+``--before`` starts from the earlier defaults instead (whole-pixel shifts, no label
+smoothing), against which the first variants were measured.
+
+    .venv/bin/python experiments/gs_variants.py VARIANT [--before] [--seed 0] [--out /tmp/gs_variants]
 
 Prints the test accuracy per epoch and the final hard-level test accuracy.
 """
@@ -35,7 +39,17 @@ from sims.donn import layout_regions, preset
 from sims.quantizers.schedules import Schedule
 from sims.train import TrainConfig, train
 
-VARIANTS = ("default", "affine", "subpixel", "span")
+VARIANTS = ("default", "whole-pixel", "no-smoothing", "affine", "span")
+
+
+def whole_pixel_shifts(images: torch.Tensor, max_shift: float, g: torch.Generator) -> torch.Tensor:
+    """The trainer's earlier augmentation: each uint8 digit ``(B, h, w)`` moved by a
+    random whole number of pixels, at most ``max_shift`` per axis, 0 filled in."""
+    b, h, w = images.shape
+    m = int(max_shift)
+    padded = F.pad(images, (m, m, m, m))
+    offsets = torch.randint(0, 2 * m + 1, (b, 2), generator=g).tolist()
+    return torch.stack([padded[i, r:r + h, c:c + w] for i, (r, c) in enumerate(offsets)])
 
 
 def random_affine(rotate_deg: float, scale: float, shift_px: float):
@@ -57,29 +71,34 @@ def random_affine(rotate_deg: float, scale: float, shift_px: float):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("variant", choices=VARIANTS)
+    ap.add_argument("--before", action="store_true",
+                    help="start from the earlier defaults: whole-pixel shifts, no label smoothing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="/tmp/gs_variants")
     args = ap.parse_args()
     geometry = preset("bench")
+    # Everything else from `labctl train`'s own defaults, so "default" is that command's run.
+    d = dict(DEFAULTS)
+    if args.before or args.variant == "whole-pixel":
+        sims.train.shift_images = whole_pixel_shifts  # the trainer's augmentation, swapped
+    if args.before or args.variant == "no-smoothing":
+        d["label_smoothing"] = 0.0
     if args.variant == "span":
         geometry = dataclasses.replace(geometry, regions=layout_regions(geometry.size, 10, span=0.8))
     elif args.variant == "affine":
-        sims.train.shift_images = random_affine(10.0, 0.1, 1.0)  # the trainer's augmentation, swapped
-    elif args.variant == "subpixel":
-        sims.train.shift_images = random_affine(0.0, 0.0, 1.0)
-    # Everything else from `labctl train`'s own defaults, so "default" is that command's run.
-    d = DEFAULTS
+        sims.train.shift_images = random_affine(10.0, 0.1, 1.0)
     levels = select_levels(load_response(shipped_response()), d["levels"])
     config = TrainConfig(geometry=geometry, levels=(levels,) * geometry.layers, method=d["method"],
                          epochs=d["epochs"], lr=LR_DEFAULTS[d["method"]], lr_schedule=d["lr_schedule"],
                          batch_size=d["batch_size"], loss=d["loss"],
                          schedule=Schedule(d["schedule"], start=d["tau_start"], end=d["tau_end"], rate=d["tau_rate"]),
                          seed=args.seed, init_std=d["init_std"], softmax_scale=d["softmax_scale"],
-                         augment_shift=d["augment_shift"], threads=1)
+                         augment_shift=d["augment_shift"], label_smoothing=d["label_smoothing"], threads=1)
     t0 = time.perf_counter()
-    result = train(config, load_dataset("mnist-5k"), f"{args.out}/{args.variant}-s{args.seed}",
+    tag = f"{args.variant}{'-before' if args.before else ''}-s{args.seed}"
+    result = train(config, load_dataset("mnist-5k"), f"{args.out}/{tag}",
                    on_epoch=lambda r: print(f"epoch {r['epoch']}: test accuracy {r['test_accuracy']:.3f}", flush=True))
-    print(f"{args.variant} seed {args.seed}: test accuracy {result.test_accuracy:.3f} "
+    print(f"{tag}: test accuracy {result.test_accuracy:.3f} "
           f"({time.perf_counter() - t0:.0f} s)")
 
 

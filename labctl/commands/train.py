@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "tau_rate": None,
     "init_std": 1.0,
     "softmax_scale": 50.0,
-    "augment_shift": 1,
+    "augment_shift": 1.0,
     "label_smoothing": 0.0,
     "input_size": None,
     "dataset": "mnist-5k",
@@ -52,7 +52,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "epochs": (int,), "lr": (int, float), "lr_schedule": (str,), "batch_size": (int,),
     "loss": (str,),
     "schedule": (str,), "tau_start": (int, float), "tau_end": (int, float), "tau_rate": (int, float),
-    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int,), "label_smoothing": (int, float),
+    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int, float), "label_smoothing": (int, float),
     "input_size": (int,),
     "dataset": (str,), "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,),
     "threads": (int,),
@@ -172,8 +172,9 @@ def _levels(settings: dict[str, Any], layers: int):
               help="Linear decay per epoch (paper: 0.5); default spans start→end over the run.")
 @click.option("--softmax-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Logits = scale · s/Σs for cross-entropy and the confidence study (default 50).")
-@click.option("--augment-shift", type=click.IntRange(0, 8), default=None,
-              help="Move each training digit by up to this many of its pixels per step (default 1; 0: off).")
+@click.option("--augment-shift", type=click.FloatRange(0, 8), default=None,
+              help="Move each training digit by a random sub-pixel amount, up to this many of its pixels along "
+                   "each axis, per step (default 1; 0: off).")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Cross-entropy toward (1-ε)·one-hot + ε/C instead of one-hot (default 0).")
 @click.option("--input-size", type=click.IntRange(1), default=None, help="Side of the resized input, neurons.")
