@@ -76,9 +76,9 @@ def main() -> None:
         log("calibrations: SLM responses and camera registration")
         make_calibrations(bench, cal)
     cal_args = [x for s in ("slm1", "slm2", "slm3") for x in ("--calibration", str(cal / f"{s}.cal.json"))]
-    # Pinned: the documented runs predate shift augmentation and label smoothing as training defaults.
+    # Pinned: the documented runs predate shift augmentation, label smoothing and averaging as defaults.
     common = ["--bench", bench, *cal_args, "--out", str(models), "--threads", "1", "--augment-shift", "0",
-              "--label-smoothing", "0"]
+              "--label-smoothing", "0", "--average", "0"]
     stages = a.stages.split(",")
     endpoint = free_endpoint()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from sims.artifact import save_model
 from sims.data import Dataset
@@ -58,6 +59,9 @@ class TrainConfig:
     augment_shift: float = 0.0
     # Cross-entropy toward (1 - ε)·one-hot + ε/C instead of one-hot (MSE: the same target).
     label_smoothing: float = 0.0
+    # The last fraction of the run whose parameters are averaged, every step, into the
+    # trained model (stochastic weight averaging; 0: off, the last step's parameters).
+    average: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in QUANTIZERS:
@@ -74,6 +78,8 @@ class TrainConfig:
             raise SimulationError(f"augment_shift must be 0..8 image pixels, got {self.augment_shift}")
         if not 0 <= self.label_smoothing < 1:
             raise SimulationError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.average <= 1:
+            raise SimulationError(f"average must be a fraction of the run in [0, 1], got {self.average}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise SimulationError("epochs and batch_size must be >= 1 and lr > 0")
 
@@ -82,8 +88,9 @@ class TrainConfig:
         d = asdict(self)
         d.pop("threads")
         d.pop("epochs")  # a resumed run may be extended
-        if not d["label_smoothing"]:
-            d.pop("label_smoothing")  # checkpoints written before the option existed still resume
+        for key in ("label_smoothing", "average"):
+            if not d[key]:
+                d.pop(key)  # checkpoints written before these options existed still resume
         # Shifts were whole pixels before they were sub-pixel: a checkpoint of a run that
         # shifted must not resume under the new augmentation; one that did not still may.
         d["augment_shift"] = {"subpixel": float(self.augment_shift)} if self.augment_shift else 0
@@ -184,10 +191,14 @@ class TrainResult:
     seconds: float
 
 
-def _checkpoint(model: DONN, opt: torch.optim.Optimizer, epoch: int, history: list[dict], fingerprint: str) -> bytes:
+def _checkpoint(model: DONN, opt: torch.optim.Optimizer, epoch: int, history: list[dict], fingerprint: str,
+                average: AveragedModel | None) -> bytes:
     buf = io.BytesIO()
-    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "history": json.dumps(history), "fingerprint": fingerprint}, buf)
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "history": json.dumps(history), "fingerprint": fingerprint}
+    if average is not None:
+        state["average"] = average.state_dict()
+    torch.save(state, buf)
     return buf.getvalue()
 
 
@@ -197,7 +208,9 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
     """Train, checkpointing into ``out_dir`` after every epoch; returns the trained model.
 
     ``on_step`` gets {"epoch", "step", "steps", "loss", "tau"} after every batch and
-    ``on_epoch`` the epoch's record (loss, train/test accuracy, seconds). ``init`` may
+    ``on_epoch`` the epoch's record (loss, train/test accuracy, seconds; with
+    ``config.average``, also the averaged parameters' test accuracy). With averaging,
+    the returned model holds the averaged parameters; checkpoints keep both. ``init`` may
     overwrite the freshly built model's parameters (a warm start from another model)
     before training or resuming.
     """
@@ -214,6 +227,8 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
     if init is not None:
         init(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    average = AveragedModel(model) if config.average else None
+    average_from = (1 - config.average) * config.epochs  # fractional epoch
     history: list[dict] = []
     start_epoch = 0
     ckpt = out_dir / CHECKPOINT_FILE
@@ -228,6 +243,8 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
                             "or another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if average is not None:
+            average.load_state_dict(state["average"])
         history = json.loads(state["history"])
         start_epoch = int(state["epoch"]) + 1
     images = torch.from_numpy(data.train_images)
@@ -259,6 +276,8 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None and epoch + (step + 1) / steps > average_from:
+                average.update_parameters(model)
             total_loss += float(loss.detach()) * len(batch)
             correct += int((scores.detach().argmax(-1) == labels[batch]).sum())
             if on_step is not None:
@@ -268,14 +287,21 @@ def train(config: TrainConfig, data: Dataset, out_dir: str | Path, *, resume: bo
                   "tau": getattr(model.layers[0], "tau", None)}
         if eval_every_epoch or epoch == config.epochs - 1:
             record["test_accuracy"] = accuracy(predict_scores(model, data.test_images), data.test_labels)
+            if average is not None and int(average.n_averaged):
+                record["test_accuracy_averaged"] = accuracy(predict_scores(average.module, data.test_images),
+                                                            data.test_labels)
         record["seconds"] = time.perf_counter() - epoch_t0
         # CPU time of this process: on a shared machine it says what the run cost
         # when wall time is inflated by other work.
         record["cpu_seconds"] = time.process_time() - epoch_cpu0
         history.append(record)
-        write_bytes_atomic(ckpt, _checkpoint(model, opt, epoch, history, fingerprint))
+        write_bytes_atomic(ckpt, _checkpoint(model, opt, epoch, history, fingerprint, average))
         if on_epoch is not None:
             on_epoch(record)
+    if average is not None and int(average.n_averaged):
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), average.module.parameters()):
+                p.copy_(q)
     test_acc = accuracy(predict_scores(model, data.test_images), data.test_labels)
     return TrainResult(model, history, test_acc, time.perf_counter() - t0)
 
@@ -299,6 +325,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: str | Path
         "softmax_scale": config.softmax_scale,
         "augment_shift": config.augment_shift,
         "label_smoothing": config.label_smoothing,
+        "average": config.average,
         "seconds": round(sum(h["seconds"] for h in result.history), 2),
         "cpu_seconds": round(sum(h.get("cpu_seconds", 0.0) for h in result.history), 2),
         "history": result.history,

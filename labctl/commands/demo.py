@@ -30,7 +30,7 @@ from labctl.options import out_option
 # The full demo trains on the SLM-pixel grid (oversample = the bench's upsample,
 # "0"): the grid the bench's light really crosses, 5x the cost per epoch of the
 # neuron grid. The quick one keeps the neuron grid and a token fit: a smoke test.
-# No shift augmentation and no label smoothing: they pay off over long runs
+# No shift augmentation, label smoothing or averaging: they pay off over long runs
 # (docs/results.md), not in two epochs, and the demo's figures were measured without.
 FULL = {"epochs": 2, "average": 1, "limit": None,
         "refine": ["--sets", "4", "--inputs", "8", "--iterations", "150", "--oversample", "0"]}
@@ -147,7 +147,7 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
         t_refine = time.monotonic()
         layers = [f"{cal}/{name}.cal.json" for name in _layer_slms()]
         train_args = ["--bench", "sim", *sum((["--calibration", p] for p in layers), []),
-                      "--twin", str(twin_file(cal, "sim")), "--augment-shift", "0", "--label-smoothing", "0",
+                      "--twin", str(twin_file(cal, "sim")), "--augment-shift", "0", "--label-smoothing", "0", "--average", "0",
                       "--epochs", str(settings["epochs"]), "--threads", "1", "--out", str(models),
                       "--name", MODEL_NAME]
         _run(train, train_args, "train")

@@ -35,8 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "tau_rate": None,
     "init_std": 1.0,
     "softmax_scale": 50.0,
-    "augment_shift": 1.0,
-    "label_smoothing": 0.0,
+    "augment_shift": 1.5,
+    "label_smoothing": 0.1,
+    "average": 0.5,
     "input_size": None,
     "dataset": "mnist-5k",
     "data_dir": None,
@@ -52,7 +53,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "epochs": (int,), "lr": (int, float), "lr_schedule": (str,), "batch_size": (int,),
     "loss": (str,),
     "schedule": (str,), "tau_start": (int, float), "tau_end": (int, float), "tau_rate": (int, float),
-    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int, float), "label_smoothing": (int, float),
+    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int, float), "label_smoothing": (int, float), "average": (int, float),
     "input_size": (int,),
     "dataset": (str,), "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,),
     "threads": (int,),
@@ -174,9 +175,12 @@ def _levels(settings: dict[str, Any], layers: int):
               help="Logits = scale · s/Σs for cross-entropy and the confidence study (default 50).")
 @click.option("--augment-shift", type=click.FloatRange(0, 8), default=None,
               help="Move each training digit by a random sub-pixel amount, up to this many of its pixels along "
-                   "each axis, per step (default 1; 0: off).")
+                   "each axis, per step (default 1.5; 0: off).")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Cross-entropy toward (1-ε)·one-hot + ε/C instead of one-hot (default 0).")
+              help="Cross-entropy toward (1-ε)·one-hot + ε/C instead of one-hot (default 0.1; 0: off).")
+@click.option("--average", type=click.FloatRange(0, 1), default=None,
+              help="Average the parameters of this last fraction of the run, every step, into the trained model "
+                   "(default 0.5; 0: off).")
 @click.option("--input-size", type=click.IntRange(1), default=None, help="Side of the resized input, neurons.")
 @click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default=None,
               help="Training data (default: the embedded mnist-5k).")
@@ -232,7 +236,7 @@ def train(config_file: Path | None, resume: bool, twin_file: Path | None = None,
                           rate=settings["tau_rate"]),
         seed=settings["seed"], init_std=settings["init_std"], softmax_scale=settings["softmax_scale"],
         dataset=data.name, split=data.split, threads=settings["threads"], augment_shift=settings["augment_shift"],
-        label_smoothing=settings["label_smoothing"])
+        label_smoothing=settings["label_smoothing"], average=settings["average"])
     name = settings["name"] or f"{settings['preset'] or ('bench' if not settings['bench'] else 'custom')}-" \
                                f"{settings['method']}"
     folder = Path(settings["out"]) / name
@@ -268,9 +272,10 @@ def train(config_file: Path | None, resume: bool, twin_file: Path | None = None,
         last.update(record)
         if not bar.disable:
             return
+        averaged = f", averaged {record['test_accuracy_averaged']:.4f}" if "test_accuracy_averaged" in record else ""
         click.echo(f"epoch {record['epoch']}/{config.epochs}: loss {record['loss']:.4f}, "
-                   f"test accuracy {record.get('test_accuracy', float('nan')):.4f} ({record['seconds']:.1f} s)",
-                   err=True)
+                   f"test accuracy {record.get('test_accuracy', float('nan')):.4f}{averaged} "
+                   f"({record['seconds']:.1f} s)", err=True)
 
     try:
         result = run_training(config, data, folder, resume=resume, on_step=on_step, on_epoch=on_epoch, init=init)

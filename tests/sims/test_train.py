@@ -81,6 +81,42 @@ def test_same_seed_same_model_and_resume_is_exact(small_data: Dataset, tmp_path:
         train(_config(epochs=2, lr=0.2), sub, tmp_path / "c", resume=True)
 
 
+def test_averaging_returns_the_mean_of_the_last_steps_and_resumes_exactly(small_data: Dataset,
+                                                                          tmp_path: Path) -> None:
+    sub = Dataset("s", "s", small_data.train_images[:200], small_data.train_labels[:200],
+                  small_data.test_images[:50], small_data.test_labels[:50])
+    seen: list[list[torch.Tensor]] = []
+    box = []
+
+    def on_step(info: dict) -> None:
+        if info["epoch"] == 2:  # the last third of a 3-epoch run (4 steps of 50 each)
+            seen.append([p.detach().clone() for p in box[0].parameters()])
+
+    averaged = train(_config(epochs=3, batch_size=50, average=1 / 3), sub, tmp_path / "a", on_step=on_step,
+                     init=box.append)
+    assert len(seen) == 4
+    for i, p in enumerate(averaged.model.parameters()):
+        torch.testing.assert_close(p.detach(), torch.stack([s[i] for s in seen]).mean(0), rtol=1e-5, atol=1e-6)
+        assert not torch.equal(p.detach(), seen[-1][i])  # not the last step's parameters
+    assert "test_accuracy_averaged" in averaged.history[-1] and "test_accuracy_averaged" not in averaged.history[0]
+    assert averaged.history[-1]["test_accuracy_averaged"] == averaged.test_accuracy
+
+    class Stop(Exception):
+        pass
+
+    def stop(record: dict) -> None:
+        if record["epoch"] == 3:  # the average has begun: its state must survive the restart
+            raise Stop
+
+    config = _config(epochs=4, batch_size=50, average=0.5)
+    with pytest.raises(Stop):
+        train(config, sub, tmp_path / "b", on_epoch=stop)
+    resumed = train(config, sub, tmp_path / "b", resume=True)
+    straight = train(config, sub, tmp_path / "c")
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_full_precision_reference_learns(small_data: Dataset, tmp_path: Path) -> None:
     result = train(_config(method="full", levels=(ideal_levels(4),) * 2, epochs=2, lr=0.05), small_data,
                    tmp_path / "f")
@@ -138,6 +174,8 @@ def test_label_smoothing_targets_and_fingerprint() -> None:
 def test_bad_config() -> None:
     with pytest.raises(SimulationError, match="label_smoothing"):
         _config(label_smoothing=1.0)
+    with pytest.raises(SimulationError, match="average"):
+        _config(average=1.5)
     with pytest.raises(SimulationError, match="augment_shift"):
         _config(augment_shift=9)
     with pytest.raises(SimulationError, match="unknown method"):
