@@ -17,9 +17,11 @@ pixels along each axis per step, logits averaged over the second half of the run
 * ``default``: the defaults themselves, for a same-machine reference.
 
 ``--before`` starts from the earlier defaults instead (whole-pixel shifts, no label
-smoothing, no averaging), against which the first variants were measured.
+smoothing, no averaging), against which the first variants were measured;
+``--label-smoothing``, ``--average`` and ``--augment-shift`` override one default each.
 
-    .venv/bin/python experiments/gs_variants.py VARIANT [--before] [--seed 0] [--out /tmp/gs_variants]
+    .venv/bin/python experiments/gs_variants.py VARIANT [--before] [--label-smoothing E] [--average F]
+        [--augment-shift PX] [--seed 0] [--out /tmp/gs_variants]
 
 Prints the test accuracy per epoch and the final hard-level test accuracy.
 """
@@ -76,6 +78,9 @@ def main() -> None:
     ap.add_argument("variant", choices=VARIANTS)
     ap.add_argument("--before", action="store_true",
                     help="start from the earlier defaults: whole-pixel shifts, no label smoothing, no averaging")
+    for flag in ("label_smoothing", "average", "augment_shift"):
+        ap.add_argument(f"--{flag.replace('_', '-')}", type=float, default=None,
+                        help=f"override the default {flag} ({DEFAULTS[flag]})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="/tmp/gs_variants")
     args = ap.parse_args()
@@ -88,6 +93,9 @@ def main() -> None:
         d["label_smoothing"] = 0.0
     if args.before or args.variant == "no-average":
         d["average"] = 0.0
+    for flag in ("label_smoothing", "average", "augment_shift"):
+        if getattr(args, flag) is not None:
+            d[flag] = getattr(args, flag)
     if args.variant == "span":
         geometry = dataclasses.replace(geometry, regions=layout_regions(geometry.size, 10, span=0.8))
     elif args.variant == "affine":
@@ -103,7 +111,8 @@ def main() -> None:
                          augment_shift=d["augment_shift"], label_smoothing=d["label_smoothing"],
                          average=d["average"], threads=1)
     t0 = time.perf_counter()
-    tag = f"{args.variant}{'-before' if args.before else ''}-s{args.seed}"
+    tag = f"{args.variant}{'-before' if args.before else ''}-ls{d['label_smoothing']:g}-avg{d['average']:g}" \
+          f"-shift{d['augment_shift']:g}-s{args.seed}"
     result = train(config, load_dataset("mnist-5k"), f"{args.out}/{tag}",
                    on_epoch=lambda r: print(f"epoch {r['epoch']}: test accuracy {r['test_accuracy']:.3f}", flush=True))
     print(f"{tag}: test accuracy {result.test_accuracy:.3f} "
