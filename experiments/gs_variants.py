@@ -9,8 +9,6 @@ pixels along each axis per step, logits averaged over the second half of the run
 * ``whole-pixel``: whole-pixel shifts (−1, 0 or +1 per axis) instead of sub-pixel;
 * ``subpixel``: sub-pixel shifts of up to one pixel (instead of 1.5) made with an affine
   grid, which draws its random numbers differently from the trainer;
-* ``no-smoothing``: cross-entropy against one-hot targets;
-* ``no-average``: the last step's logits instead of their average over the second half;
 * ``affine``: random rotation (±10°), scale (±10 %) and sub-pixel shift (±1 px);
 * ``span``: detector regions spread over 80 % of the plane instead of 60 % (the middle
   row's gaps grow from 4–6 to 10 neurons);
@@ -18,7 +16,8 @@ pixels along each axis per step, logits averaged over the second half of the run
 
 ``--before`` starts from the earlier defaults instead (whole-pixel shifts, no label
 smoothing, no averaging), against which the first variants were measured;
-``--label-smoothing``, ``--average`` and ``--augment-shift`` override one default each.
+``--label-smoothing``, ``--average`` and ``--augment-shift`` override one default each
+(``default --label-smoothing 0`` is the run without smoothing).
 
     .venv/bin/python experiments/gs_variants.py VARIANT [--before] [--label-smoothing E] [--average F]
         [--augment-shift PX] [--seed 0] [--out /tmp/gs_variants]
@@ -44,7 +43,7 @@ from sims.donn import layout_regions, preset
 from sims.quantizers.schedules import Schedule
 from sims.train import TrainConfig, train
 
-VARIANTS = ("default", "whole-pixel", "subpixel", "no-smoothing", "no-average", "affine", "span")
+VARIANTS = ("default", "whole-pixel", "subpixel", "affine", "span")
 
 
 def whole_pixel_shifts(images: torch.Tensor, max_shift: float, g: torch.Generator) -> torch.Tensor:
@@ -89,10 +88,8 @@ def main() -> None:
     d = dict(DEFAULTS)
     if args.before or args.variant == "whole-pixel":
         sims.train.shift_images = whole_pixel_shifts  # the trainer's augmentation, swapped
-    if args.before or args.variant == "no-smoothing":
-        d["label_smoothing"] = 0.0
-    if args.before or args.variant == "no-average":
-        d["average"] = 0.0
+    if args.before:
+        d["label_smoothing"] = d["average"] = 0.0
     for flag in ("label_smoothing", "average", "augment_shift"):
         if getattr(args, flag) is not None:
             d[flag] = getattr(args, flag)

@@ -147,7 +147,8 @@ def demo(out: Path, quick: bool, epochs: int | None) -> None:
         t_refine = time.monotonic()
         layers = [f"{cal}/{name}.cal.json" for name in _layer_slms()]
         train_args = ["--bench", "sim", *sum((["--calibration", p] for p in layers), []),
-                      "--twin", str(twin_file(cal, "sim")), "--augment-shift", "0", "--label-smoothing", "0", "--average", "0",
+                      "--twin", str(twin_file(cal, "sim")),
+                      "--augment-shift", "0", "--label-smoothing", "0", "--average", "0",
                       "--epochs", str(settings["epochs"]), "--threads", "1", "--out", str(models),
                       "--name", MODEL_NAME]
         _run(train, train_args, "train")

@@ -53,8 +53,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "epochs": (int,), "lr": (int, float), "lr_schedule": (str,), "batch_size": (int,),
     "loss": (str,),
     "schedule": (str,), "tau_start": (int, float), "tau_end": (int, float), "tau_rate": (int, float),
-    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int, float), "label_smoothing": (int, float), "average": (int, float),
-    "input_size": (int,),
+    "init_std": (int, float), "softmax_scale": (int, float), "augment_shift": (int, float),
+    "label_smoothing": (int, float), "average": (int, float), "input_size": (int,),
     "dataset": (str,), "data_dir": (str,), "download": (bool,), "name": (str,), "out": (str,), "seed": (int,),
     "threads": (int,),
 }
